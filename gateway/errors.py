@@ -1,0 +1,154 @@
+"""Typed refusals. Every denial the gateway makes is one of these.
+
+    GatewayError                     status, reason (stable id), title, headers
+    ├── BadRequest (400)             request.bad_path, request.ambiguous, request.bad_framing, ...
+    ├── Unauthorized (401)           auth.*, webhook.bad_signature, webhook.stale
+    ├── Forbidden (403)              tenant.*, authz.forbidden, cors.*, webhook.source_denied
+    ├── NotFound (404)               route.not_found
+    ├── MethodNotAllowed (405)       route.method_not_allowed (+ Allow)
+    ├── RequestTimeout (408)         request.body_timeout
+    ├── PayloadTooLarge (413)        request.body_too_large
+    ├── UriTooLong (414)             request.uri_too_long
+    ├── UnsupportedMediaType (415)   request.unsupported_media_type
+    ├── HeadersTooLarge (431)        request.headers_too_large
+    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures (+ Retry-After)
+    ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
+    ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable
+    └── GatewayTimeout (504)         upstream.timeout
+
+A stage denies by raising; the outermost stage renders the problem+json body (DESIGN.md §3), so
+the reason id is the same in the response, the audit record and the metrics label. `detail` is
+written for the client: it never carries token contents, secrets or upstream internals.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+
+class GatewayError(Exception):
+    """A refusal with an HTTP status and a stable reason id."""
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    reason: str = "gateway.internal"
+
+    def __init__(
+        self,
+        reason: str | None = None,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        route_id: str | None = None,
+    ) -> None:
+        if reason is not None:
+            self.reason = reason
+        self.detail = detail or self.title
+        self.headers: dict[str, str] = dict(headers or {})
+        self.route_id = route_id
+        super().__init__(f"{self.reason}: {self.detail}")
+
+    def body(self, request_id: str) -> bytes:
+        return json.dumps(
+            {
+                "type": f"https://errors.gateway.dev/{self.reason}",
+                "title": self.title,
+                "status": self.status,
+                "detail": self.detail,
+                "reason": self.reason,
+                "request_id": request_id,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+class BadRequest(GatewayError):
+    status, title, reason = 400, "Bad Request", "request.invalid"
+
+
+class Unauthorized(GatewayError):
+    """401; carries the RFC 6750 challenge unless the caller sets its own."""
+
+    status, title, reason = 401, "Unauthorized", "auth.invalid_token"
+
+    def __init__(self, reason: str | None = None, detail: str | None = None, **kw: object) -> None:
+        super().__init__(reason, detail, **kw)  # type: ignore[arg-type]
+        if self.reason.startswith("auth.") and "WWW-Authenticate" not in self.headers:
+            if self.reason == "auth.missing_token":
+                self.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+            else:
+                self.headers["WWW-Authenticate"] = 'Bearer realm="api", error="invalid_token"'
+
+
+class Forbidden(GatewayError):
+    status, title, reason = 403, "Forbidden", "authz.forbidden"
+
+
+class NotFound(GatewayError):
+    status, title, reason = 404, "Not Found", "route.not_found"
+
+
+class MethodNotAllowed(GatewayError):
+    status, title, reason = 405, "Method Not Allowed", "route.method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status, title, reason = 408, "Request Timeout", "request.body_timeout"
+
+
+class PayloadTooLarge(GatewayError):
+    status, title, reason = 413, "Content Too Large", "request.body_too_large"
+
+
+class UriTooLong(GatewayError):
+    status, title, reason = 414, "URI Too Long", "request.uri_too_long"
+
+
+class UnsupportedMediaType(GatewayError):
+    status, title, reason = 415, "Unsupported Media Type", "request.unsupported_media_type"
+
+
+class HeadersTooLarge(GatewayError):
+    status, title, reason = 431, "Request Header Fields Too Large", "request.headers_too_large"
+
+
+class TooManyRequests(GatewayError):
+    status, title, reason = 429, "Too Many Requests", "ratelimit.exceeded"
+
+
+class BadGateway(GatewayError):
+    status, title, reason = 502, "Bad Gateway", "upstream.unavailable"
+
+
+class ServiceUnavailable(GatewayError):
+    status, title, reason = 503, "Service Unavailable", "gateway.overloaded"
+
+
+class GatewayTimeout(GatewayError):
+    status, title, reason = 504, "Gateway Timeout", "upstream.timeout"
+
+
+# Convenience names used by stages; each is a class so `except TenantMismatch` reads well.
+class TenantMismatch(Forbidden):
+    reason = "tenant.mismatch"
+
+
+class TenantMissingClaim(Forbidden):
+    reason = "tenant.missing_claim"
+
+
+class Ambiguous(BadRequest):
+    reason = "request.ambiguous"
+
+
+class BadPath(BadRequest):
+    reason = "request.bad_path"
+
+
+class PolicyError(Exception):
+    """Policy could not be loaded; `errors` lists every problem as `file:line path: message`."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(errors))

@@ -1,0 +1,80 @@
+"""Process settings from the environment (DESIGN.md §3).
+
+Development defaults are marked as such and refused when `GATEWAY_ENV=production`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development-only secrets. Anything starting with this marker is refused in production.
+DEV_MARKER = "dev-only-"
+DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
+DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Environment of one gateway process."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 9090
+    workers: int = Field(default=1, ge=1, le=64)
+    policy_dir: str = "./policies"
+    upstream_url: str = "http://127.0.0.1:8081"
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str = "authenticated"
+    identity_secret: str | None = None
+    trusted_proxies: str = ""
+    audit_log: str | None = None
+    drain_delay: float = Field(default=5.0, ge=0)
+    grace_timeout: float = Field(default=30.0, ge=0)
+    log_level: str = "info"
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def effective_jwt_secret(self) -> str | None:
+        if self.jwt_secret:
+            return self.jwt_secret
+        if self.jwt_jwks_url:
+            return None
+        return None if self.production else DEV_JWT_SECRET
+
+    def effective_identity_secret(self) -> str:
+        if self.identity_secret:
+            return self.identity_secret
+        return "" if self.production else DEV_IDENTITY_SECRET
+
+    def problems(self) -> list[str]:
+        """What stops a production start: dev defaults and weak secrets."""
+        out: list[str] = []
+        if not self.production:
+            return out
+        if not self.jwt_secret and not self.jwt_jwks_url:
+            out.append("GATEWAY_JWT_SECRET or GATEWAY_JWT_JWKS_URL must be set in production")
+        for name, value in (
+            ("GATEWAY_JWT_SECRET", self.jwt_secret),
+            ("GATEWAY_IDENTITY_SECRET", self.identity_secret),
+        ):
+            if name == "GATEWAY_JWT_SECRET" and not value and self.jwt_jwks_url:
+                continue
+            if not value:
+                out.append(f"{name} must be set in production")
+            elif value.startswith(DEV_MARKER):
+                out.append(f"{name} is a development default; refused in production")
+            elif len(value.encode()) < MIN_SECRET_BYTES:
+                out.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes; refused in production")
+        return out
