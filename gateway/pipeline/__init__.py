@@ -1,0 +1,1 @@
+"""The request pipeline, in the one place its order is written (DESIGN.md §2)."""

@@ -1,0 +1,240 @@
+"""Load, validate and compile a policy directory. All errors are collected and reported at once.
+
+    policies/routes.yaml:42 routes[3].timeouts.total: Input should be greater than 0
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from gateway.errors import PolicyError
+from gateway.policy.compiled import CompiledPolicy, CompiledRoute, digest_of
+from gateway.policy.router import PathTemplate, RouteTable
+from gateway.policy.schema import MUTATING, Defaults, Limits, PolicyFile, RouteSpec, UpstreamSpec
+from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml
+
+SINGLE_SECTIONS = ("version", "upstream", "defaults", "limits", "trusted_proxies", "auth", "cors",
+                   "rate_limits", "audit")
+
+
+class LoadContext:
+    """What section compilers may need: environment, production flag, merged sections."""
+
+    def __init__(self, env: Mapping[str, str], production: bool, sections: dict[str, Any]) -> None:
+        self.env = env
+        self.production = production
+        self.sections = sections
+        # Objects shared by all routes (e.g. the global CORS policy), built by a compiler once.
+        self.shared: dict[str, Any] = {}
+
+
+# A part compiler turns one raw route section into its compiled form, raising ValueError
+# (message only) or PolicyError (already located messages). Registered by feature modules.
+PartCompiler = Callable[[Any, RouteSpec, LoadContext], Any]
+SectionCompiler = Callable[[Any, LoadContext], Any]
+ROUTE_PARTS: dict[str, PartCompiler] = {}
+SECTIONS: dict[str, SectionCompiler] = {}
+
+
+def pydantic_errors(src: SourceFile, base: Loc, exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = (*base, *err["loc"])
+        # Strip pydantic's union tags (e.g. "function-after[...]") from the location.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{src.where(loc)}: {msg}")
+    return out
+
+
+def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
+                 errors: list[str]) -> list[tuple[SourceFile, str]]:
+    d = Path(policy_dir)
+    if not d.is_dir():
+        raise PolicyError([f"{d}: policy directory does not exist"])
+    files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        raise PolicyError([f"{d}: no *.yaml policy files"])
+    out = []
+    for p in files:
+        text = p.read_text(encoding="utf-8")
+        src = load_yaml(str(p), text, env, errors)
+        if src is not None:
+            out.append((src, text))
+    return out
+
+
+def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None,
+                production: bool = False) -> CompiledPolicy:
+    """Validate and compile; raises PolicyError listing every problem found."""
+    env = os.environ if env is None else env
+    errors: list[str] = []
+    sources = read_sources(policy_dir, env, errors)
+
+    sections: dict[str, Any] = {}
+    section_src: dict[str, SourceFile] = {}
+    routes: list[tuple[SourceFile, int, RouteSpec]] = []
+    for src, _text in sources:
+        if not isinstance(src.data, dict):
+            errors.append(f"{src.path}:1 (top): a policy file must be a mapping")
+            continue
+        try:
+            pf = PolicyFile.model_validate(src.data)
+        except ValidationError as exc:
+            errors.extend(pydantic_errors(src, (), exc))
+            pf = _salvage_routes(src, errors)
+        for name in SINGLE_SECTIONS:
+            if name in src.data:
+                if name in sections:
+                    errors.append(f"{src.where((name,))}: section {name!r} is already set in "
+                                  f"{section_src[name].path}")
+                    continue
+                sections[name] = getattr(pf, name, None) if pf is not None else None
+                section_src[name] = src
+        for i, route in enumerate((pf.routes if pf is not None else None) or []):
+            routes.append((src, i, route))
+
+    ctx = LoadContext(env, production, sections)
+    upstream = sections.get("upstream") or UpstreamSpec()
+    defaults: Defaults = sections.get("defaults") or Defaults()
+    limits: Limits = sections.get("limits") or Limits()
+
+    for name, compiler in SECTIONS.items():
+        raw = sections.get(name)
+        src = section_src.get(name)
+        try:
+            ctx.shared[name] = compiler(raw, ctx)
+        except PolicyError as exc:
+            errors.extend(exc.errors)
+        except (ValueError, TypeError) as exc:
+            where = src.where((name,)) if src else f"(policy) {name}"
+            errors.extend(_located(src, (name,), exc, where))
+
+    compiled: list[CompiledRoute] = []
+    seen_ids: dict[str, str] = {}
+    for src, i, spec in routes:
+        base: Loc = ("routes", i)
+        where = src.where(base)
+        if spec.id in seen_ids:
+            errors.append(f"{src.where((*base, 'id'))}: route id {spec.id!r} already used at {seen_ids[spec.id]}")
+            continue
+        seen_ids[spec.id] = where.split(" ")[0]
+        route = _compile_route(src, base, spec, defaults, ctx, errors)
+        if route is not None:
+            compiled.append(route)
+
+    for a_i, a in enumerate(compiled):
+        for b in compiled[a_i + 1:]:
+            common = a.methods & b.methods
+            if common and a.template.overlaps(b.template):
+                errors.append(f"{b.source} routes: route {b.id!r} ({b.template.text}) and route {a.id!r} "
+                              f"({a.template.text}, {a.source}) can both match {sorted(common)} requests")
+    if not compiled and not errors:
+        errors.append(f"{policy_dir}: no routes declared (every request would be refused)")
+    if errors:
+        raise PolicyError(errors)
+    table = RouteTable([(r.template, r.methods, r) for r in compiled])
+    return CompiledPolicy(
+        upstream=upstream, limits=limits, routes=compiled, table=table,
+        trusted_proxies=list(sections.get("trusted_proxies") or []),
+        digest=digest_of([(Path(s.path).name, t) for s, t in sources]),
+        sections={**sections, **{f"compiled.{k}": v for k, v in ctx.shared.items()}},
+    )
+
+
+def _salvage_routes(src: SourceFile, errors: list[str]) -> PolicyFile | None:
+    """When a file fails validation, still validate its routes one by one so that every
+    problem in every route is reported in one run, not one per run."""
+    data = src.data
+    good: list[RouteSpec] = []
+    raw_routes = data.get("routes") if isinstance(data, dict) else None
+    if isinstance(raw_routes, list):
+        for raw in raw_routes:
+            try:
+                good.append(RouteSpec.model_validate(raw))
+            except ValidationError:
+                continue  # already reported by the whole-file validation
+    try:
+        rest = {k: v for k, v in data.items() if k != "routes" and k in PolicyFile.model_fields}
+        pf = PolicyFile.model_validate(rest)
+    except ValidationError:
+        pf = PolicyFile()
+    return pf.model_copy(update={"routes": good})
+
+
+def _located(src: SourceFile | None, loc: Loc, exc: Exception, where: str | None = None) -> list[str]:
+    if isinstance(exc, ValidationError) and src is not None:
+        return pydantic_errors(src, loc, exc)
+    msg = str(exc)
+    return [f"{where or (src.where(loc) if src else format_loc(loc))}: {msg}"]
+
+
+def _compile_route(src: SourceFile, base: Loc, spec: RouteSpec, defaults: Defaults, ctx: LoadContext,
+                   errors: list[str]) -> CompiledRoute | None:
+    n_before = len(errors)
+    try:
+        template = PathTemplate(spec.path)
+    except ValueError as exc:
+        errors.append(f"{src.where((*base, 'path'))}: {exc}")
+        return None
+    up_text = spec.upstream_path
+    if up_text is None:
+        up_text = spec.path[3:] if spec.path.startswith("/v1/") else spec.path
+    try:
+        upstream_template = PathTemplate(up_text)
+        unknown = set(upstream_template.params) - set(template.params)
+        if unknown:
+            raise ValueError(f"upstream_path uses parameters {sorted(unknown)} that the path does not declare")
+    except ValueError as exc:
+        errors.append(f"{src.where((*base, 'upstream_path'))}: {exc}")
+        return None
+    t = defaults.timeouts
+    rt = spec.timeouts or t
+    route = CompiledRoute(
+        id=spec.id,
+        methods=frozenset(spec.methods) | ({"HEAD"} if "GET" in spec.methods else frozenset()),
+        template=template,
+        upstream_template=upstream_template,
+        auth=spec.auth,
+        max_body_bytes=spec.max_body_bytes if spec.max_body_bytes is not None else defaults.max_body_bytes,
+        connect_timeout=rt.connect or t.connect or 2.0,
+        total_timeout=rt.total or t.total or 30.0,
+        body_read_timeout=rt.body_read or t.body_read or 15.0,
+        forward_token=spec.forward_token,
+        roles=frozenset(spec.roles) if spec.roles else None,
+        scopes=frozenset(spec.scopes) if spec.scopes else None,
+        mutating=bool(set(spec.methods) & MUTATING),
+        source=f"{src.path}:{src.line_of(base)}",
+    )
+    for part, compiler in ROUTE_PARTS.items():
+        raw = getattr(spec, part)
+        try:
+            compiled = compiler(raw, spec, ctx)
+        except PolicyError as exc:
+            errors.extend(exc.errors)
+            continue
+        except (ValueError, TypeError) as exc:
+            errors.extend(_located(src, (*base, part), exc))
+            continue
+        setattr(route, part, compiled)
+    if part_fixups := ROUTE_FIXUPS:
+        for fix in part_fixups:
+            try:
+                fix(route, spec, ctx)
+            except ValueError as exc:
+                errors.append(f"{src.where(base)}: {exc}")
+    return route if len(errors) == n_before else None
+
+
+RouteFixup = Callable[[CompiledRoute, RouteSpec, LoadContext], None]
+ROUTE_FIXUPS: list[RouteFixup] = []
+
+
+def validate_model(model: type[BaseModel], raw: Any) -> Any:
+    """Validate a section with a feature's own model; errors surface with their location."""
+    return model.model_validate(raw)

@@ -1,0 +1,125 @@
+"""The policy file schema (`policies/*.yaml`). Unknown keys are refused everywhere.
+
+A policy directory holds any number of YAML files. `routes:` lists are concatenated in file-name
+order; every other top-level section may appear in one file only (two files setting `cors:`
+would leave a reviewer guessing which one wins, so it is a load error).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(Strict):
+    """Upstream timeouts in seconds; `body_read` bounds each wait for a client body chunk."""
+
+    connect: float | None = Field(default=None, gt=0, le=60)
+    total: float | None = Field(default=None, gt=0, le=3600)
+    body_read: float | None = Field(default=None, gt=0, le=600)
+
+
+class UpstreamSpec(Strict):
+    url: str = "http://127.0.0.1:8081"
+    # Audience of the identity assertion; the upstream checks it.
+    name: str = Field(default="upstream", min_length=1, max_length=64)
+    pool_size: int = Field(default=256, ge=1, le=10000)
+    keepalive_seconds: float = Field(default=30, gt=0, le=600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError(f"upstream url must be http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
+class Defaults(Strict):
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=1 << 34)
+    timeouts: Timeouts = Timeouts(connect=2.0, total=30.0, body_read=15.0)
+
+
+class Limits(Strict):
+    """Request hygiene caps, checked before routing."""
+
+    max_url_bytes: int = Field(default=8192, ge=256, le=1 << 20)
+    max_header_bytes: int = Field(default=16384, ge=1024, le=1 << 20)
+    max_headers: int = Field(default=100, ge=10, le=1000)
+    max_in_flight: int = Field(default=1024, ge=1, le=1_000_000)
+    shed_retry_after: int = Field(default=1, ge=1, le=600)
+
+
+class AuditSpec(Strict):
+    on_failure: Literal["continue", "refuse"] = "continue"
+    max_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
+    backups: int = Field(default=10, ge=1, le=1000)
+
+
+class RouteSpec(Strict):
+    """One public route. `auth` must be written on every route: there is no implicit public route."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+    path: str
+    methods: list[str] = Field(min_length=1)
+    upstream_path: str | None = None
+    auth: Literal["jwt", "none", "webhook"]
+    tenant: Any = None
+    roles: list[str] | None = None
+    scopes: list[str] | None = None
+    rate_limit: Any = None
+    cors: Any = None
+    webhook: Any = None
+    max_body_bytes: int | None = Field(default=None, ge=0, le=1 << 34)
+    timeouts: Timeouts | None = None
+    forward_token: bool = False
+    description: str | None = None
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, v: list[str]) -> list[str]:
+        out = []
+        for m in v:
+            mu = m.upper()
+            if mu not in HTTP_METHODS or mu == "OPTIONS":
+                raise ValueError(f"unknown method {m!r} (OPTIONS preflights are answered by cors)")
+            if mu in out:
+                raise ValueError(f"method {m!r} listed twice")
+            out.append(mu)
+        return out
+
+    @model_validator(mode="after")
+    def _coherent(self) -> RouteSpec:
+        if self.auth == "webhook" and self.webhook is None:
+            raise ValueError("auth: webhook needs a `webhook:` section")
+        if self.auth != "webhook" and self.webhook is not None:
+            raise ValueError("a `webhook:` section needs auth: webhook")
+        if self.auth != "jwt":
+            for name in ("tenant", "roles", "scopes"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"`{name}` needs auth: jwt (there is no identity to check)")
+            if self.forward_token:
+                raise ValueError("forward_token needs auth: jwt")
+        return self
+
+
+class PolicyFile(Strict):
+    """Everything one file may declare."""
+
+    version: Literal[1] | None = None
+    upstream: UpstreamSpec | None = None
+    defaults: Defaults | None = None
+    limits: Limits | None = None
+    trusted_proxies: list[str] | None = None
+    auth: Any = None
+    cors: Any = None
+    rate_limits: Any = None
+    audit: AuditSpec | None = None
+    routes: list[RouteSpec] | None = None

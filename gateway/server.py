@@ -1,0 +1,146 @@
+"""Serving: uvicorn (uvloop + httptools) with a drain phase, and a small multi-worker supervisor.
+
+Graceful shutdown, per worker, on SIGTERM/SIGINT:
+  1. readiness turns 503 (the load balancer stops sending new requests),
+  2. `GATEWAY_DRAIN_DELAY` passes (requests still served meanwhile),
+  3. the listener stops accepting; in-flight requests finish, up to `GATEWAY_GRACE_TIMEOUT`,
+  4. lifespan shutdown closes the upstream pool, Redis and the audit writer; exit 0.
+A second signal skips the drain delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from types import FrameType
+
+import uvicorn
+
+from gateway.settings import Settings
+
+log = logging.getLogger("gateway.server")
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn.Server with a readiness drain before the listener closes."""
+
+    def __init__(self, config: uvicorn.Config, drain_delay: float) -> None:
+        super().__init__(config)
+        self.drain_delay = drain_delay
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == getattr(signal, "SIGHUP", None):
+            reload = getattr(self.config.app, "request_reload", None)
+            if reload is not None:
+                reload()
+            return
+        if self._draining or self.drain_delay <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        app = self.config.app
+        readiness = getattr(app, "readiness", None)
+        if readiness is not None:
+            readiness.draining = True
+        log.info("draining: readiness is 503 for %.1fs before the listener closes", self.drain_delay)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            super().handle_exit(sig, frame)
+            return
+        loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29 compat; newer uses capture_signals
+        pass
+
+
+def _handled_signals() -> None:
+    import uvicorn.server as us
+    if hasattr(signal, "SIGHUP") and signal.SIGHUP not in us.HANDLED_SIGNALS:
+        us.HANDLED_SIGNALS = (*us.HANDLED_SIGNALS, signal.SIGHUP)
+
+
+def make_config(settings: Settings, app: object, fd: int | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host, port=settings.port, fd=fd,
+        loop="uvloop", http="httptools", lifespan="on",
+        access_log=False, server_header=False, proxy_headers=False, log_config=None,
+        timeout_graceful_shutdown=int(settings.grace_timeout) or None,
+        timeout_keep_alive=15, backlog=4096, log_level=settings.log_level,
+    )
+
+
+def run_worker(settings: Settings, fd: int | None = None) -> None:
+    from gateway.app import Gateway
+    from gateway.logs import setup_logging
+
+    setup_logging(settings.log_level)
+    _handled_signals()
+    app = Gateway(settings)
+    server = GatewayServer(make_config(settings, app, fd), settings.drain_delay)
+    server.run()
+
+
+def _worker_entry(settings_json: str, fd: int) -> None:
+    settings = Settings.model_validate_json(settings_json)
+    run_worker(settings, fd)
+
+
+def serve(settings: Settings) -> int:
+    """Run one worker in-process, or N workers under a supervisor sharing one socket."""
+    if settings.workers <= 1:
+        run_worker(settings)
+        return 0
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    ctx = multiprocessing.get_context("fork")
+    payload = settings.model_dump_json()
+    procs: list[multiprocessing.process.BaseProcess] = []
+    stopping = False
+
+    def spawn() -> multiprocessing.process.BaseProcess:
+        p = ctx.Process(target=_worker_entry, args=(payload, sock.fileno()), daemon=False)
+        p.start()
+        return p
+
+    def forward(sig: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if sig != getattr(signal, "SIGHUP", -1):
+            stopping = True
+        for p in procs:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    procs.extend(spawn() for _ in range(settings.workers))
+    log.info("supervisor %d started %d workers on %s:%d", os.getpid(), settings.workers,
+             settings.host, settings.port)
+    while not stopping:
+        time.sleep(0.2)
+        for i, p in enumerate(procs):
+            if not p.is_alive() and not stopping:
+                log.error("worker %s exited with %s; starting a new one", p.pid, p.exitcode)
+                procs[i] = spawn()
+    deadline = time.monotonic() + settings.drain_delay + settings.grace_timeout + 10
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+    sock.close()
+    return 0 if all(p.exitcode == 0 for p in procs) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(serve(Settings()))
