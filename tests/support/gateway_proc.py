@@ -1,0 +1,130 @@
+"""Run the real gateway and a real upstream as processes on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.support.procs import free_port, wait_port
+
+ROOT = Path(__file__).resolve().parents[2]
+TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
+TEST_IDENTITY_SECRET = "test-identity-secret-0123456789abcdef0123"
+
+BASE_ENV = {
+    "GATEWAY_JWT_SECRET": TEST_JWT_SECRET,
+    "GATEWAY_IDENTITY_SECRET": TEST_IDENTITY_SECRET,
+    "KOMMO_WEBHOOK_SECRET": "kommo-webhook-path-secret-for-tests-0001",
+    "KOMMO_CHANNEL_SECRET": "kommo-channel-secret-for-tests",
+    "KOMMO_CLIENT_ID": "11111111-2222-3333-4444-555555555555",
+    "KOMMO_CLIENT_SECRET": "kommo-client-secret-for-tests",
+    "GATEWAY_DRAIN_DELAY": "0",
+    "GATEWAY_LOG_LEVEL": "warning",
+}
+
+
+def write_policy(directory: str | Path, **files: str) -> Path:
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (d / f"{name}.yaml").write_text(textwrap.dedent(text))
+    return d
+
+
+class Proc:
+    """A child process with its port and captured output."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path) -> None:
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KOMMO_", "UPSTREAM_"))}
+    env.update(BASE_ENV)
+    env.update(extra or {})
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@contextmanager
+def echo_upstream() -> Iterator[Proc]:
+    port = free_port()
+    log = Path(tempfile.mkdtemp(prefix="gw-echo-")) / "echo.log"
+    p = Proc([sys.executable, "-m", "tests.support.echo_upstream", str(port)], _env(None), port, log)
+    try:
+        wait_port(port)
+        yield p
+    finally:
+        p.stop()
+
+
+def start_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None,
+                  wait: bool = True) -> Proc:
+    port = free_port()
+    admin = free_port()
+    full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
+                 "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
+    log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
+    p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log)
+    p.admin_port = admin  # type: ignore[attr-defined]
+    if wait:
+        try:
+            wait_port(port, timeout=20)
+        except TimeoutError:
+            p.stop()
+            raise RuntimeError(f"gateway did not start:\n{p.log()}") from None
+    return p
+
+
+@contextmanager
+def gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None) -> Iterator[Proc]:
+    p = start_gateway(policy_dir, upstream_url, env)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def wait_until(pred: object, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():  # type: ignore[operator]
+            return True
+        time.sleep(interval)
+    return False
