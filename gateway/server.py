@@ -11,6 +11,7 @@ A second signal skips the drain delay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Generator
 from types import FrameType
 
 import uvicorn
@@ -57,8 +59,13 @@ class GatewayServer(uvicorn.Server):
             return
         loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
 
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29 compat; newer uses capture_signals
-        pass
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the captured signal after shutdown, so the process dies "by SIGTERM"
+        # (exit -15). A drained, clean shutdown is a success: exit 0.
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 def _handled_signals() -> None:
