@@ -7,22 +7,27 @@ route's compiled policy and steps aside when that part is absent.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
+from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.health import Readiness, send_json, tcp_check
+from gateway.pipeline.auth import AuthStage
+from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.requestid import Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
+from gateway.pipeline.tenant import TenantStage
+from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
-from gateway.settings import Settings
+from gateway.settings import Settings, effective_env
+from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
 log = logging.getLogger("gateway")
 
@@ -33,11 +38,21 @@ class Gateway:
     def __init__(self, settings: Settings, policy: CompiledPolicy | None = None,
                  env: dict[str, str] | None = None) -> None:
         self.settings = settings
-        self.env = dict(os.environ) if env is None else env
+        self.env = effective_env(settings) if env is None else env
         self.policy = policy or load_policy(settings.policy_dir, self.env, settings.production)
         self.readiness = Readiness()
         self.observers: list[Observer] = []
         self.forwarder = Forwarder(identity=self.identity_for)
+        self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
+        self.jwks: JwksCache | None = None
+        if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
+            p = self.jwt_policy
+            self.jwks = JwksCache(settings.jwt_jwks_url, p.jwks_refresh_seconds, p.jwks_cooldown_seconds,
+                                  5.0, p.algorithms)
+        self.verifier = self._build_verifier(self.jwt_policy)
+        self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
+                                     audience=self.policy.upstream.name)
+        self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         self.proxies = TrustedProxies(
             [*settings.trusted_proxies.replace(",", " ").split(), *self.policy.trusted_proxies]
         )
@@ -48,11 +63,42 @@ class Gateway:
     def current_policy(self) -> CompiledPolicy:
         return self.policy
 
+    def _jwt_policy(self, policy: CompiledPolicy) -> JwtPolicy | None:
+        auth = policy.sections.get("compiled.auth")
+        jwt = getattr(auth, "jwt", None)
+        if jwt is None:
+            return None
+        # Environment wins where the policy is silent (DESIGN.md §3 contracts).
+        updates: dict[str, object] = {}
+        if not jwt.issuer:
+            updates["issuer"] = self.settings.jwt_issuer or None
+        if not jwt.audience and self.settings.jwt_audience:
+            updates["audience"] = self.settings.jwt_audience
+        return jwt.model_copy(update=updates) if updates else jwt  # type: ignore[no-any-return]
+
+    def _build_verifier(self, jwt: JwtPolicy | None) -> JwtVerifier | None:
+        if jwt is None:
+            return None
+        secret = self.settings.effective_jwt_secret() if jwt.uses_hmac else None
+        return JwtVerifier(jwt, hs_secret=secret, jwks=self.jwks)
+
     def identity_for(self, ctx: RequestContext) -> str | None:
-        return None
+        route = ctx.route
+        if route is None:
+            return None
+        jwt = self.jwt_policy
+        return self.signer.mint(
+            request_id=ctx.request_id, route_id=route.id, claims=ctx.claims,
+            org_claim_path=jwt.org_claim if jwt else "org_id", role_claim=jwt.role_claim if jwt else "org_role",
+        )
 
     def build_pipeline(self) -> ASGIApp:
+        jwt = self.jwt_policy
         app: ASGIApp = self.forwarder
+        app = AuthzStage(app, jwt.role_claim if jwt else "org_role", jwt.scope_claim if jwt else "scope")
+        app = TenantStage(app, jwt.org_claim if jwt else "org_id")
+        app = WebhookStage(app, lambda: self.dedupe)
+        app = AuthStage(app, lambda: self.verifier)
         app = BodyLimitStage(app)
         app = RoutingStage(app)
         app = HygieneStage(app)
@@ -65,9 +111,19 @@ class Gateway:
     async def startup(self) -> None:
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
+        if self.jwks is not None:
+            await self.jwks.start()
+            jwks = self.jwks
+            self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
+        ping = getattr(self.dedupe, "ping", None)
+        if ping is not None:
+            self.readiness.checks["redis"] = lambda: _ping(ping)
 
     async def shutdown(self) -> None:
         await self.forwarder.close()
+        if self.jwks is not None:
+            await self.jwks.close()
+        await self.dedupe.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -102,3 +158,15 @@ class Gateway:
                 finally:
                     await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+async def _const(ok: bool, detail: str) -> tuple[bool, str]:
+    return ok, detail
+
+
+async def _ping(ping: Any) -> tuple[bool, str]:
+    try:
+        await ping()
+    except Exception:
+        return False, "unreachable"
+    return True, "ok"

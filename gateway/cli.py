@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from gateway.errors import PolicyError
-from gateway.settings import Settings
+from gateway.settings import Settings, effective_env
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -23,7 +22,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         from gateway.policy.loader import load_policy
 
-        load_policy(settings.policy_dir, os.environ, settings.production)
+        load_policy(settings.policy_dir, effective_env(settings), settings.production)
     except PolicyError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -37,7 +36,7 @@ def _load(args: argparse.Namespace) -> object:
 
     settings = Settings()
     directory = args.dir or settings.policy_dir
-    return load_policy(directory, os.environ, settings.production)
+    return load_policy(directory, effective_env(settings), settings.production)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -77,7 +76,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         print("gateway token: refused: development tokens are not minted when GATEWAY_ENV=production",
               file=sys.stderr)
         return 2
-    from gateway.auth.identity import mint_dev_token
+    from gateway.auth import mint_dev_token
 
     secret = settings.effective_jwt_secret()
     if secret is None:

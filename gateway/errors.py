@@ -7,6 +7,7 @@
     ├── NotFound (404)               route.not_found
     ├── MethodNotAllowed (405)       route.method_not_allowed (+ Allow)
     ├── RequestTimeout (408)         request.body_timeout
+    ├── Conflict (409)               webhook.in_progress (+ Retry-After)
     ├── PayloadTooLarge (413)        request.body_too_large
     ├── UriTooLong (414)             request.uri_too_long
     ├── UnsupportedMediaType (415)   request.unsupported_media_type
@@ -95,6 +96,10 @@ class MethodNotAllowed(GatewayError):
 
 class RequestTimeout(GatewayError):
     status, title, reason = 408, "Request Timeout", "request.body_timeout"
+
+
+class Conflict(GatewayError):
+    status, title, reason = 409, "Conflict", "webhook.in_progress"
 
 
 class PayloadTooLarge(GatewayError):

@@ -78,3 +78,25 @@ class Settings(BaseSettings):
             elif len(value.encode()) < MIN_SECRET_BYTES:
                 out.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes; refused in production")
         return out
+
+
+# Development values for the secrets the shipped policy names, so the first README command runs
+# with no setup. Each is marked "dev-only-" and refused when GATEWAY_ENV=production.
+DEV_ENV_DEFAULTS = {
+    "KOMMO_WEBHOOK_SECRET": "dev-only-kommo-webhook-path-token",
+    "KOMMO_CHANNEL_SECRET": "dev-only-kommo-channel-secret",
+    "KOMMO_CLIENT_ID": "dev-only-kommo-client-id",
+    "KOMMO_CLIENT_SECRET": "dev-only-kommo-client-secret",
+}
+
+
+def effective_env(settings: Settings, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment policy files are expanded against: the process environment, plus the
+    marked development defaults when not in production."""
+    import os
+
+    env = dict(os.environ if environ is None else environ)
+    if not settings.production:
+        for key, value in DEV_ENV_DEFAULTS.items():
+            env.setdefault(key, value)
+    return env

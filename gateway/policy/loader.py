@@ -238,3 +238,8 @@ ROUTE_FIXUPS: list[RouteFixup] = []
 def validate_model(model: type[BaseModel], raw: Any) -> Any:
     """Validate a section with a feature's own model; errors surface with their location."""
     return model.model_validate(raw)
+
+
+# Feature compilers register themselves in ROUTE_PARTS / SECTIONS; importing them here keeps the
+# loader usable on its own while making sure every policy load knows every feature.
+import gateway.policy.parts  # noqa: E402,F401

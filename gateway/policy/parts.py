@@ -1,0 +1,72 @@
+"""Compilers for the feature sections of a policy, registered with the loader in one place.
+
+Each turns raw YAML into the feature's own validated model and compiled object, so the request
+path only does lookups. Errors are raised as ValueError / pydantic.ValidationError and located by
+the loader (`file:line routes[i].tenant.query: ...`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from gateway.auth import JwtPolicy
+from gateway.policy.compiled import CompiledRoute
+from gateway.policy.loader import ROUTE_FIXUPS, ROUTE_PARTS, SECTIONS, LoadContext
+from gateway.policy.schema import RouteSpec
+from gateway.tenant import TenantPolicy, compile_tenant
+from gateway.webhooks import compile_webhook, parse_webhook_config
+
+# Kommo waits 2 s for a 2xx and disables a webhook after repeated failures: a webhook route's
+# upstream budget must fit inside the sender's.
+WEBHOOK_MAX_DEFAULT_TOTAL = 2.0
+
+
+class AuthSection(BaseModel):
+    """`auth:` — how user tokens are verified."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    jwt: JwtPolicy | None = None
+
+
+def _auth(raw: Any, ctx: LoadContext) -> AuthSection:
+    return AuthSection.model_validate(raw or {})
+
+
+def _tenant(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
+    if raw is None:
+        return None
+    policy = TenantPolicy.model_validate(raw)
+    if policy.path is not None and ("{" + policy.path + "}") not in spec.path:
+        raise ValueError(f"tenant.path names {policy.path!r}, which is not a parameter of {spec.path}")
+    return compile_tenant(policy, spec.id)
+
+
+def _webhook(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
+    if raw is None:
+        return None
+    cfg = parse_webhook_config(raw)
+    return compile_webhook(cfg, ctx.env, ctx.production, route_id=spec.id)
+
+
+def _auth_required(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
+    auth: AuthSection | None = ctx.shared.get("auth")
+    if spec.auth == "jwt" and (auth is None or auth.jwt is None):
+        raise ValueError(f"route {spec.id!r} says auth: jwt but the policy has no auth.jwt section")
+
+
+def _webhook_timeouts(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
+    if route.webhook is None:
+        return
+    if spec.timeouts is None or spec.timeouts.total is None:
+        route.total_timeout = min(route.total_timeout, WEBHOOK_MAX_DEFAULT_TOTAL)
+        route.connect_timeout = min(route.connect_timeout, route.total_timeout)
+    route.max_body_bytes = min(route.max_body_bytes, route.webhook.max_body_bytes)
+
+
+SECTIONS["auth"] = _auth
+ROUTE_PARTS["tenant"] = _tenant
+ROUTE_PARTS["webhook"] = _webhook
+ROUTE_FIXUPS.append(_auth_required)
+ROUTE_FIXUPS.append(_webhook_timeouts)

@@ -1,0 +1,143 @@
+"""IdentitySigner (X-Gateway-Identity), claim_at, and the development token helper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jwt
+import pytest
+
+from gateway.auth.dev import mint_dev_token
+from gateway.auth.identity import IdentitySigner, claim_at
+from gateway.auth.jwt_verifier import JwtVerifier
+from tests.auth.factories import NOW, policy
+
+SECRET = "identity-secret-0123456789-0123456789"
+
+
+def decode(token: str, audience: str = "upstream") -> dict[str, Any]:
+    return jwt.decode(
+        token,
+        SECRET,
+        algorithms=["HS256"],
+        audience=audience,
+        issuer="edge-gateway",
+        options={"verify_exp": False},
+    )
+
+
+def test_user_identity_carries_verified_claims() -> None:
+    claims = {"sub": "u1", "app_metadata": {"org_id": "org-a", "role": "admin"}, "org_id": "ignored"}
+    token = IdentitySigner(SECRET).mint(
+        request_id="req-1",
+        route_id="agents.list",
+        claims=claims,
+        org_claim_path="app_metadata.org_id",
+        role_claim="app_metadata.role",
+        now=NOW,
+    )
+    out = decode(token)
+    assert out == {
+        "iss": "edge-gateway",
+        "aud": "upstream",
+        "iat": NOW,
+        "exp": NOW + 30,
+        "rid": "req-1",
+        "kind": "user",
+        "sub": "u1",
+        "org_id": "org-a",
+        "org_role": "admin",
+    }
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+
+
+def test_service_identity_for_public_routes() -> None:
+    out = decode(
+        IdentitySigner(SECRET, audience="stub").mint(request_id="r", route_id="health", claims=None), "stub"
+    )
+    assert out["kind"] == "service" and out["sub"] == "gateway:health"
+    assert "org_id" not in out
+    assert 0 < out["exp"] - out["iat"] <= 60
+
+
+def test_missing_or_odd_claims_become_null() -> None:
+    token = IdentitySigner(SECRET).mint(
+        request_id="r", route_id="x", claims={"sub": "u", "org_id": {"nested": 1}, "org_role": 7}, now=NOW
+    )
+    out = decode(token)
+    assert out["org_id"] is None and out["org_role"] == "7"
+
+
+def test_identity_is_fresh_and_verifiable() -> None:
+    token = IdentitySigner(SECRET, lifetime=60).mint(request_id="r", route_id="x", claims={"sub": "u"})
+    out = jwt.decode(token, SECRET, algorithms=["HS256"], audience="upstream")  # checks exp against now
+    assert out["exp"] - out["iat"] == 60
+
+
+def test_identity_signed_with_other_secret_fails() -> None:
+    token = IdentitySigner("another-secret-0123456789-0123456789").mint(
+        request_id="r", route_id="x", claims=None
+    )
+    with pytest.raises(jwt.InvalidSignatureError):
+        decode(token)
+
+
+@pytest.mark.parametrize("lifetime", [0, 61, 3600])
+def test_lifetime_capped(lifetime: int) -> None:
+    with pytest.raises(ValueError):
+        IdentitySigner(SECRET, lifetime=lifetime)
+
+
+def test_empty_secret_refused() -> None:
+    with pytest.raises(ValueError):
+        IdentitySigner("")
+
+
+CLAIMS = {
+    "org_id": "top",
+    "app_metadata": {"org_id": "nested", "deep": {"x": 1}},
+    "https://ns.example/org": "namespaced",
+    "list": [1, 2],
+}
+
+
+@pytest.mark.parametrize(
+    "path,expected",
+    [
+        pytest.param("org_id", "top", id="top_level"),
+        pytest.param("app_metadata.org_id", "nested", id="dotted"),
+        pytest.param("app_metadata.deep.x", 1, id="deeper"),
+        pytest.param("https://ns.example/org", "namespaced", id="namespaced_with_dots"),
+        pytest.param("app_metadata.missing", None, id="missing_leaf"),
+        pytest.param("nope.org_id", None, id="missing_parent"),
+        pytest.param("org_id.x", None, id="through_scalar"),
+        pytest.param("list.0", None, id="no_list_indexing"),
+    ],
+)
+def test_claim_at(path: str, expected: Any) -> None:
+    assert claim_at(CLAIMS, path) == expected
+
+
+def test_claim_at_none_claims() -> None:
+    assert claim_at(None, "org_id") is None
+
+
+def test_dev_token_verifies_with_default_policy() -> None:
+    secret = "dev-only-jwt-secret-change-me-0123456789abcdef"
+    token = mint_dev_token(
+        secret, "alice", "org-a", role="admin", issuer="https://issuer.test", extra={"scope": "x"}
+    )
+    out = JwtVerifier(policy(), hs_secret=secret).verify(token)
+    assert (out["sub"], out["org_id"], out["org_role"], out["aud"], out["scope"]) == (
+        "alice",
+        "org-a",
+        "admin",
+        "authenticated",
+        "x",
+    )
+    assert out["exp"] - out["iat"] == 3600
+
+
+def test_dev_token_rejects_nonpositive_ttl() -> None:
+    with pytest.raises(ValueError):
+        mint_dev_token("s" * 32, "a", "o", ttl=0)
