@@ -19,13 +19,16 @@ from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
+from gateway.pipeline.cors import CorsStage
 from gateway.pipeline.hygiene import HygieneStage
+from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
+from gateway.ratelimit import RateLimiter, RateLimitSettings
 from gateway.settings import Settings, effective_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
@@ -53,6 +56,8 @@ class Gateway:
         self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
                                      audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
+        rl_settings = self.policy.sections.get("compiled.rate_limits") or RateLimitSettings()
+        self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url)
         self.proxies = TrustedProxies(
             [*settings.trusted_proxies.replace(",", " ").split(), *self.policy.trusted_proxies]
         )
@@ -94,16 +99,26 @@ class Gateway:
 
     def build_pipeline(self) -> ASGIApp:
         jwt = self.jwt_policy
-        app: ASGIApp = self.forwarder
-        app = AuthzStage(app, jwt.role_claim if jwt else "org_role", jwt.scope_claim if jwt else "scope")
-        app = TenantStage(app, jwt.org_claim if jwt else "org_id")
-        app = WebhookStage(app, lambda: self.dedupe)
-        app = AuthStage(app, lambda: self.verifier)
-        app = BodyLimitStage(app)
-        app = RoutingStage(app)
+        org_claim = jwt.org_claim if jwt else "org_id"
+        guard = self.limiter.brute_force
+        # Innermost first: the request meets these in reverse order (DESIGN.md §2).
+        app: ASGIApp = self.forwarder                                   # 11 forwarding
+        app = RateLimitStage(app, lambda: self.limiter, org_claim)      # 10 rate limiting
+        app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
+                         jwt.scope_claim if jwt else "scope")
+        app = TenantStage(app, org_claim)                               # 8 tenant binding
+        app = WebhookStage(app, lambda: self.dedupe)                    # 7 webhook verification
+        app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
+                        blocked=guard.check, failed=self._auth_failed)
+        app = BodyLimitStage(app)                                       # 6 size caps
+        app = CorsStage(app)                                            # 5 CORS
+        app = RoutingStage(app)                                         # 4 route match
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers)
+
+    async def _auth_failed(self, ip: str) -> None:
+        await self.limiter.brute_force.record_failure(ip)
 
     async def _policy_check(self) -> tuple[bool, str]:
         return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
@@ -124,6 +139,7 @@ class Gateway:
         if self.jwks is not None:
             await self.jwks.close()
         await self.dedupe.close()
+        await self.limiter.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -12,9 +12,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from gateway.auth import JwtPolicy
+from gateway.cors import CorsOverride, CorsPolicy, compile_cors, load_cors
 from gateway.policy.compiled import CompiledRoute
 from gateway.policy.loader import ROUTE_FIXUPS, ROUTE_PARTS, SECTIONS, LoadContext
 from gateway.policy.schema import RouteSpec
+from gateway.ratelimit import RateLimitPolicy, RateLimitSettings, compile_policy
 from gateway.tenant import TenantPolicy, compile_tenant
 from gateway.webhooks import compile_webhook, parse_webhook_config
 
@@ -32,6 +34,39 @@ class AuthSection(BaseModel):
 
 def _auth(raw: Any, ctx: LoadContext) -> AuthSection:
     return AuthSection.model_validate(raw or {})
+
+
+def _cors_section(raw: Any, ctx: LoadContext) -> CorsPolicy | None:
+    if raw is None:
+        return None
+    policy = load_cors(raw, production=ctx.production)
+    ctx.shared["cors.matcher"] = compile_cors(policy)
+    return policy
+
+
+def _cors(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
+    """A route override replaces the global fields it sets; routes without one share the global
+    matcher. No `cors:` anywhere: no cross-origin access at all (preflights are refused)."""
+    base: CorsPolicy | None = ctx.shared.get("cors")
+    if raw is None:
+        return ctx.shared.get("cors.matcher")
+    if base is None:
+        base = load_cors({"allow_origins": []}, production=ctx.production)
+    override = CorsOverride.model_validate(raw, context={"production": ctx.production})
+    return compile_cors(base, override)
+
+
+def _rate_limits_section(raw: Any, ctx: LoadContext) -> RateLimitSettings:
+    return RateLimitSettings.model_validate(raw or {})
+
+
+def _rate_limit(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
+    settings: RateLimitSettings = ctx.shared.get("rate_limits") or RateLimitSettings()
+    if raw is None:
+        if settings.default is None:
+            return None
+        return compile_policy(settings.default, "default", settings.replicas)
+    return compile_policy(RateLimitPolicy.model_validate(raw), spec.id, settings.replicas)
 
 
 def _tenant(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
@@ -66,6 +101,10 @@ def _webhook_timeouts(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -
 
 
 SECTIONS["auth"] = _auth
+SECTIONS["cors"] = _cors_section
+SECTIONS["rate_limits"] = _rate_limits_section
+ROUTE_PARTS["cors"] = _cors
+ROUTE_PARTS["rate_limit"] = _rate_limit
 ROUTE_PARTS["tenant"] = _tenant
 ROUTE_PARTS["webhook"] = _webhook
 ROUTE_FIXUPS.append(_auth_required)

@@ -1,0 +1,189 @@
+"""Where counters live, and what happens when that place is unreachable.
+
+`Backend` holds the shared storage (Redis through `limits`, or process memory when no URL is
+configured) and a per-replica memory fallback. Every shared call is bounded by a timeout; a
+failure flips the backend to *degraded* and applies `on_storage_error`:
+
+    local   serve from the per-replica memory store (limits divided by replicas)
+    open    allow without counting
+    closed  raise ServiceUnavailable("ratelimit.unavailable")
+
+While degraded, Redis is not touched on the request path (a dead host would cost a timeout per
+request); a background probe PINGs it at most once per second and clears the flag when it answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from gateway.errors import ServiceUnavailable
+
+log = logging.getLogger("gateway.ratelimit")
+T = TypeVar("T")
+OPEN: Any = object()  # returned by Backend.run in `open` mode: caller allows without counting
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError, TimeoutError)
+PROBE_INTERVAL = 1.0
+POOL_SIZE = 128  # connections per process; one is held for one round trip (~100 µs)
+_SCHEMES = {
+    "redis": "async+redis",
+    "rediss": "async+rediss",
+    "redis+unix": "async+redis+unix",
+    "unix": "async+redis+unix",
+    "redis+sentinel": "async+redis+sentinel",
+    "redis+cluster": "async+redis+cluster",
+}
+
+
+def storage_from_url(url: str | None, timeout: float = 0.25) -> Storage:
+    """`limits` async storage for GATEWAY_REDIS_URL (`redis://` becomes `async+redis://`)."""
+    if url is None:
+        return MemoryStorage()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower().removeprefix("async+")
+    if not sep or scheme not in _SCHEMES:
+        raise ValueError(
+            f"GATEWAY_REDIS_URL: unsupported scheme {scheme!r} (redis://, rediss://, "
+            "redis+sentinel://, redis+cluster://)"
+        )
+    uri = f"{_SCHEMES[scheme]}://{rest}"
+    opts: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    extra: dict[str, Any] = {}
+    if scheme == "redis+sentinel":
+        # Counters must be read from the primary: a lagging replica would under-count.
+        extra = {"use_replicas": False, "sentinel_kwargs": dict(opts)}
+    elif scheme != "redis+cluster":
+        # One pooled client per process. No client-side retries: one bounded attempt, then the
+        # error policy decides. A blocking pool waits (within the timeout) for a free connection
+        # instead of failing a burst with "too many connections" and degrading for nothing.
+        pool_url = ("unix" if scheme.endswith("unix") else scheme) + "://" + rest
+        pool = BlockingConnectionPool.from_url(
+            pool_url, max_connections=POOL_SIZE, timeout=timeout, retry=Retry(NoBackoff(), 0), **opts
+        )
+        opts = {"connection_pool": pool}
+    storage = storage_from_string(uri, implementation="redispy", wrap_exceptions=True, **extra, **opts)
+    if not isinstance(storage, Storage):
+        raise ValueError(f"GATEWAY_REDIS_URL: {scheme!r} is not an async storage")
+    return storage
+
+
+@dataclass(slots=True)
+class Store:
+    """One storage with its strategy objects; `local` marks the per-replica fallback."""
+
+    storage: Storage
+    local: bool
+    strategies: dict[str, RateLimiter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.strategies = {
+            "moving-window": MovingWindowRateLimiter(self.storage),
+            "sliding-window-counter": SlidingWindowCounterRateLimiter(self.storage),
+            "fixed-window": FixedWindowRateLimiter(self.storage),
+        }
+
+
+class Backend:
+    """Shared store + local fallback + degraded state; see the module docstring."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        on_storage_error: Literal["local", "open", "closed"] = "local",
+        timeout: float = 0.25,
+        on_state_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.shared = Store(storage, local=False)
+        self.local = Store(MemoryStorage(), local=True)
+        self.mode = on_storage_error
+        # A hit may take a few round trips; bound the whole operation, not only each socket call.
+        self.budget = timeout * 2
+        self.on_state_change = on_state_change
+        self.degraded = False
+        self._next_probe = 0.0
+        self._probe: asyncio.Task[None] | None = None
+
+    async def run(self, op: Callable[[Store], Awaitable[T]], *, never_closed: bool = False) -> T:
+        """Run `op` on the shared store, else per the error policy (`OPEN` sentinel in open mode)."""
+        if not self.degraded:
+            try:
+                async with asyncio.timeout(self.budget):
+                    return await op(self.shared)
+            except STORAGE_ERRORS as exc:
+                self._set_degraded(True, exc)
+        self._maybe_probe()
+        if self.mode == "local":
+            return await op(self.local)
+        if self.mode == "open" or never_closed:
+            return OPEN  # type: ignore[no-any-return]
+        raise ServiceUnavailable("ratelimit.unavailable", "rate limiting is temporarily unavailable")
+
+    def _set_degraded(self, degraded: bool, exc: BaseException | None = None) -> None:
+        if degraded == self.degraded:
+            return
+        self.degraded = degraded
+        if degraded:
+            self._next_probe = time.monotonic() + PROBE_INTERVAL
+            log.error(
+                "rate-limit storage unreachable (%s: %s); on_storage_error=%s",
+                type(exc).__name__,
+                exc,
+                self.mode,
+            )
+        else:
+            log.warning("rate-limit storage reachable again; shared limiting resumed")
+        if self.on_state_change is not None:
+            try:
+                self.on_state_change(degraded)
+            except Exception:  # a broken metrics hook must not break limiting
+                log.exception("on_state_change hook failed")
+
+    def _maybe_probe(self) -> None:
+        now = time.monotonic()
+        if now < self._next_probe or (self._probe is not None and not self._probe.done()):
+            return
+        self._next_probe = now + PROBE_INTERVAL
+        self._probe = asyncio.get_running_loop().create_task(self._check())
+
+    async def _check(self) -> None:
+        ok = False
+        with contextlib.suppress(*STORAGE_ERRORS):
+            async with asyncio.timeout(self.budget):
+                ok = await self.shared.storage.check()
+        if ok:
+            self._set_degraded(False)
+
+    async def aclose(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *STORAGE_ERRORS):
+                await self._probe
+        bridge = getattr(self.shared.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        if client is not None and hasattr(client, "aclose"):
+            with contextlib.suppress(*STORAGE_ERRORS):
+                await client.aclose()
+                # our own pool is not closed by the client that borrows it
+                pool = getattr(client, "connection_pool", None)
+                if pool is not None:
+                    await pool.disconnect()

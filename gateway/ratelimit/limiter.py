@@ -1,0 +1,186 @@
+"""Per-route rate limiting with `limits` strategies, answered with IETF RateLimit headers.
+
+Headers follow draft-ietf-httpapi-ratelimit-headers (structured-field form):
+
+    RateLimit-Policy: "orders-1s";q=10;w=1, "orders-900s";q=300;w=900
+    RateLimit: "orders-1s";r=3;t=1          (the most restrictive limit right now)
+    Retry-After: 1                          (denials only)
+
+Every limit of a route is hit on every request (a denial by one does not skip the others).
+Shadow policies (`enforce: false`) never deny and send no headers; `Decision.shadow_denied`
+tells the caller to count the would-be denial.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.errors import TooManyRequests
+from gateway.ratelimit.backend import OPEN, Backend, Store, storage_from_url
+from gateway.ratelimit.bruteforce import BruteForceGuard
+from gateway.ratelimit.policy import CompiledRateLimit, RateLimitPolicy, RateLimitSettings, compile_policy
+
+
+@dataclass(slots=True)
+class Decision:
+    """Outcome of one `RateLimiter.hit`; `headers` go on the response whether allowed or not."""
+
+    allowed: bool
+    shadow_denied: bool = False
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    retry_after: int = 0
+    local: bool = False  # decided by the per-replica fallback (Redis unreachable)
+
+    def error(self, route_id: str | None = None) -> TooManyRequests:
+        """The 429 to raise for a denial, carrying RateLimit headers and Retry-After."""
+        headers = {_TITLES.get(k, k.decode()): v.decode() for k, v in self.headers}
+        return TooManyRequests(
+            "ratelimit.exceeded", "rate limit exceeded", headers=headers, route_id=route_id
+        )
+
+    def raise_if_denied(self, route_id: str | None = None) -> None:
+        if not self.allowed:
+            raise self.error(route_id)
+
+
+_TITLES = {b"ratelimit-policy": "RateLimit-Policy", b"ratelimit": "RateLimit", b"retry-after": "Retry-After"}
+
+
+def _esc(value: str) -> str:
+    # `limits` joins identifiers with "/": escape it so "a/b" + "c" never equals "a" + "b/c".
+    return value.replace("%", "%25").replace("/", "%2F") if ("/" in value or "%" in value) else value
+
+
+def identifiers(
+    route_id: str, strategy: str, key: tuple[str, ...], ip: str, sub: str | None, org: str | None
+) -> tuple[str, ...]:
+    """Storage key parts; a missing `sub`/`org` falls back to the IP (tagged so it can't collide).
+
+    The strategy is part of the key: each strategy stores a different Redis type, and a policy
+    reload that changes strategy must not hit WRONGTYPE on the old keys.
+    """
+    out = ["rl", _esc(route_id), strategy]
+    for part in key:
+        if part == "route":
+            out.append("route")
+        elif part == "ip":
+            out.append("ip=" + _esc(ip))
+        else:
+            value = sub if part == "sub" else org
+            out.append(f"{part}={_esc(value)}" if value else f"{part}@ip={_esc(ip)}")
+    return tuple(out)
+
+
+def claim_values(
+    claims: dict[str, Any] | None, org_claim_path: str = "org_id"
+) -> tuple[str | None, str | None]:
+    """(sub, org) as strings from verified claims; the org claim path is dotted (`app_metadata.org_id`)."""
+    if not claims:
+        return None, None
+    org: Any = claims
+    for step in org_claim_path.split("."):
+        org = org.get(step) if isinstance(org, dict) else None
+    sub = claims.get("sub")
+    return (str(sub) if sub not in (None, "") else None), (str(org) if org not in (None, "") else None)
+
+
+class RateLimiter:
+    """Built once per process; `hit()` per request. Also owns the brute-force guard (same storage)."""
+
+    def __init__(self, settings: RateLimitSettings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.brute_force = BruteForceGuard(backend, settings.brute_force, settings.replicas)
+        self.default = self.compile(settings.default, "default") if settings.default else None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: RateLimitSettings,
+        storage_url: str | None,
+        *,
+        on_state_change: Callable[[bool], None] | None = None,
+    ) -> RateLimiter:
+        """Memory storage when `storage_url` is None, else Redis/Sentinel/Cluster via `limits`."""
+        storage = storage_from_url(storage_url, settings.storage_timeout)
+        backend = Backend(
+            storage,
+            on_storage_error=settings.on_storage_error,
+            timeout=settings.storage_timeout,
+            on_state_change=on_state_change,
+        )
+        return cls(settings, backend)
+
+    def compile(self, policy: RateLimitPolicy, name: str) -> CompiledRateLimit:
+        return compile_policy(policy, name, self.settings.replicas)
+
+    def for_route(self, route_id: str, policy: RateLimitPolicy | None) -> CompiledRateLimit | None:
+        """The route's compiled policy, or the settings default (None: the route is not limited)."""
+        return self.compile(policy, route_id) if policy is not None else self.default
+
+    @property
+    def degraded(self) -> bool:
+        return self.backend.degraded
+
+    @property
+    def on_state_change(self) -> Callable[[bool], None] | None:
+        """`hook(degraded)` is called once per state change (drive a gauge from it; we log too)."""
+        return self.backend.on_state_change
+
+    @on_state_change.setter
+    def on_state_change(self, hook: Callable[[bool], None] | None) -> None:
+        self.backend.on_state_change = hook
+
+    async def hit(
+        self,
+        route_id: str,
+        policy: CompiledRateLimit,
+        *,
+        ip: str,
+        sub: str | None = None,
+        org: str | None = None,
+    ) -> Decision:
+        ids = identifiers(route_id, policy.strategy, policy.key, ip, sub, org)
+        fixed = policy.strategy == "fixed-window"
+
+        async def op(store: Store) -> Decision:
+            strategy = store.strategies[policy.strategy]
+            items = policy.local_items if store.local else policy.items
+            worst: tuple[Any, ...] = ()
+            for idx, item in enumerate(items):
+                if fixed:
+                    # FixedWindowRateLimiter.hit + get_window_stats is 3 round trips; incr already
+                    # returns the count, so 2 suffice (same keys, same semantics).
+                    key = item.key_for(*ids)
+                    count = await store.storage.incr(key, item.get_expiry())
+                    ok, remaining = count <= item.amount, max(0, item.amount - count)
+                    reset = await store.storage.get_expiry(key)
+                else:
+                    ok = await strategy.hit(item, *ids)
+                    reset, remaining = await strategy.get_window_stats(item, *ids)
+                t = max(0, math.ceil(reset - time.time()))
+                rank = (0, -remaining, t, idx, remaining) if ok else (1, t, 0, idx, 0)
+                worst = max(worst, rank) if worst else rank
+            denied = worst[0] == 1
+            if not policy.enforce:
+                return Decision(allowed=True, shadow_denied=denied, local=store.local)
+            t = worst[1] if denied else worst[2]
+            name = policy.item_names[worst[3]]
+            headers = [
+                (b"ratelimit-policy", policy.local_policy_header if store.local else policy.policy_header),
+                (b"ratelimit", b'"%s";r=%d;t=%d' % (name, worst[4], t)),
+            ]
+            retry = max(1, t) if denied else 0
+            if denied:
+                headers.append((b"retry-after", b"%d" % retry))
+            return Decision(allowed=not denied, headers=headers, retry_after=retry, local=store.local)
+
+        result = await self.backend.run(op, never_closed=not policy.enforce)
+        return Decision(allowed=True) if result is OPEN else result
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
