@@ -1,0 +1,190 @@
+"""The audit log of one process: a bounded queue in front of a writer thread.
+
+The request path only calls `submit`, which never blocks and never raises: it sanitises the
+record, stamps the time and `put_nowait`s it. A writer thread drains the queue in batches and
+appends hash-chained lines (`chain.py`), so file I/O, `flock` waits and rotation never run on
+the event loop. `close()` drains the queue completely: nothing submitted before it is lost.
+
+Failure policy (`on_failure`), decided by the operator:
+- queue full (the sink cannot keep up): the record is dropped and counted in `dropped`
+  (`gateway_audit_dropped_total`); `submit` returns False.
+- sink error (disk full, directory gone, unwritable): the batch is retried once with freshly
+  opened files, then counted in `failures` (`gateway_audit_failures_total`, one per failed
+  batch or open) and `lost` (its records), and `healthy`
+  turns False until a write succeeds again. Nothing is raised into the request path.
+- with `on_failure="refuse"`, `refusing` is True while the sink is unhealthy or the queue is
+  full; the pipeline must then refuse mutating requests (503) instead of serving them unaudited.
+  With `"continue"` it serves and the metrics say what was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from gateway.audit.chain import Sink, StreamSink
+from gateway.audit.filesink import FileSink
+from gateway.audit.records import rfc3339_now, sanitize
+
+log = logging.getLogger("gateway.audit")
+
+MiB = 1024 * 1024
+_BATCH = 512
+_STOP = object()
+
+OnFailure = Literal["continue", "refuse"]
+
+
+class AuditLog:
+    """Tamper-evident audit trail: JSON lines, SHA-256 chained, to a rotated file or stdout."""
+
+    def __init__(
+        self,
+        path: str | None,
+        *,
+        max_bytes: int = 50 * MiB,
+        backups: int = 10,
+        queue_size: int = 10000,
+        on_failure: OnFailure = "continue",
+        on_dropped: Callable[[int], None] | None = None,
+        on_failed: Callable[[int], None] | None = None,
+    ) -> None:
+        if on_failure not in ("continue", "refuse"):
+            raise ValueError(f"on_failure must be 'continue' or 'refuse', not {on_failure!r}")
+        if max_bytes < 1024 or backups < 0 or queue_size < 1:
+            raise ValueError("audit: max_bytes >= 1024, backups >= 0 and queue_size >= 1 required")
+        self.path = path
+        self.on_failure: OnFailure = on_failure
+        self._sink: Sink = (
+            FileSink(path, max_bytes, backups) if path else StreamSink(sys.stdout.buffer)
+        )
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._on_dropped = on_dropped
+        self._on_failed = on_failed
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._sink_ok = True
+        # Counters (monotonic); the metrics layer exports them or is called through the hooks.
+        self.written = 0
+        self.dropped = 0
+        self.failures = 0  # sink errors (a failed open, or a batch that failed twice)
+        self.lost = 0  # records not written because of sink errors
+        self.redactions = 0
+        self.last_error: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """The last write succeeded and the writer is running (or not started yet)."""
+        writer_dead = self._thread is not None and not self._thread.is_alive() and not self._closed
+        return self._sink_ok and not writer_dead
+
+    @property
+    def refusing(self) -> bool:
+        """True when policy says mutating requests must be refused now."""
+        return self.on_failure == "refuse" and (not self.healthy or self._queue.full())
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, record: dict[str, Any]) -> bool:
+        """Queue one record without blocking. False if it was not accepted (closed or full)."""
+        clean, removed = sanitize(record)
+        if removed:
+            self.redactions += removed
+        clean.setdefault("time", rfc3339_now())
+        if self._closed:
+            self._count_dropped()
+            return False
+        try:
+            self._queue.put_nowait(clean)
+        except queue.Full:
+            self._count_dropped()
+            return False
+        return True
+
+    async def start(self) -> None:
+        """Open the sink and start the writer. A sink that cannot be opened makes the log
+        unhealthy (and, with "refuse", mutating requests refused); it does not raise."""
+        if self._thread is not None:
+            return
+        if isinstance(self._sink, FileSink):
+            try:
+                await asyncio.to_thread(self._sink.open)
+            except OSError as exc:
+                self._sink_failed(exc, 0)
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Stop accepting, write everything already queued, close the files."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:  # never started: still write what was queued
+            self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+            self._thread.start()
+        await asyncio.to_thread(self._queue.put, _STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._sink.close()
+
+    def _run(self) -> None:
+        while True:
+            batch: list[dict[str, Any]] = []
+            item = self._queue.get()
+            stop = item is _STOP
+            while not stop:
+                batch.append(item)
+                if len(batch) >= _BATCH:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                stop = item is _STOP
+            if batch:
+                self._write(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        for attempt in (1, 2):
+            try:
+                self._sink.write(batch)
+            except Exception as exc:  # any sink error; the request path must never see it
+                if attempt == 2:
+                    self._sink_failed(exc, len(batch))
+                continue
+            self.written += len(batch)
+            if not self._sink_ok:
+                log.warning("audit sink recovered", extra={"audit_path": self.path})
+            self._sink_ok = True
+            self.last_error = None
+            return
+
+    def _sink_failed(self, exc: BaseException, lost: int) -> None:
+        if self._sink_ok:
+            log.error("audit sink failing: %s", exc, extra={"audit_path": self.path})
+        self._sink_ok = False
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.failures += 1
+        self.lost += lost
+        _call(self._on_failed, 1)
+
+    def _count_dropped(self) -> None:
+        self.dropped += 1
+        _call(self._on_dropped, 1)
+
+
+def _call(hook: Callable[[int], None] | None, n: int) -> None:
+    if hook is None:
+        return
+    try:
+        hook(n)
+    except Exception:  # a metrics hook must not break auditing
+        log.exception("audit metrics hook failed")
