@@ -6,14 +6,17 @@ route's compiled policy and steps aside when that part is absent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+from gateway.audit import AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.health import Readiness, send_json, tcp_check
+from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
@@ -28,6 +31,7 @@ from gateway.pipeline.tenant import TenantStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
+from gateway.policy.schema import AuditSpec
 from gateway.ratelimit import RateLimiter, RateLimitSettings
 from gateway.settings import Settings, effective_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
@@ -46,24 +50,52 @@ class Gateway:
         self.readiness = Readiness()
         self.observers: list[Observer] = []
         self.forwarder = Forwarder(identity=self.identity_for)
+        self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
+                                     audience=self.policy.upstream.name)
+        self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
+        audit_spec = self.policy.sections.get("audit") or AuditSpec()
+        self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
+                              on_failure=audit_spec.on_failure)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
         self.jwks: JwksCache | None = None
         if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
             p = self.jwt_policy
             self.jwks = JwksCache(settings.jwt_jwks_url, p.jwks_refresh_seconds, p.jwks_cooldown_seconds,
                                   5.0, p.algorithms)
-        self.verifier = self._build_verifier(self.jwt_policy)
-        self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
-                                     audience=self.policy.upstream.name)
-        self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
-        rl_settings = self.policy.sections.get("compiled.rate_limits") or RateLimitSettings()
-        self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url)
-        self.proxies = TrustedProxies(
-            [*settings.trusted_proxies.replace(",", " ").split(), *self.policy.trusted_proxies]
-        )
+        self.limiter: RateLimiter | None = None
+        self.reloader = Reloader(self)
+        self.observers.append(AuditObserver(self.audit, self.jwt_policy.org_claim if self.jwt_policy else "org_id"))
         self.readiness.checks["policy"] = self._policy_check
         self.readiness.checks["upstream"] = lambda: tcp_check(self.policy.upstream.url)
+        self.install_policy(self.policy)
+
+    def install_policy(self, policy: CompiledPolicy) -> None:
+        """Make `policy` the one new requests see. Objects derived from it are rebuilt first, so
+        a request never meets half of an old policy and half of a new one."""
+        settings = self.settings
+        jwt = self._jwt_policy(policy)
+        verifier = self._build_verifier(jwt)
+        rl_settings = policy.sections.get("compiled.rate_limits") or RateLimitSettings()
+        old_limiter = self.limiter
+        if old_limiter is None or old_limiter.settings != rl_settings:
+            self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url)
+            if old_limiter is not None:
+                # In-flight requests may still hold it; close it once they have had time to finish.
+                asyncio.get_running_loop().call_later(
+                    settings.grace_timeout + 5, lambda: asyncio.ensure_future(old_limiter.aclose()))
+        self.proxies = TrustedProxies([*settings.trusted_proxies.replace(",", " ").split(),
+                                       *policy.trusted_proxies])
+        self.jwt_policy, self.verifier = jwt, verifier
+        self.policy = policy
         self.pipeline = self.build_pipeline()
+
+    def request_reload(self) -> None:
+        """Called from the SIGHUP handler (main thread, loop running)."""
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reloader.reload("SIGHUP")))
+
+    def on_reload(self, result: str, digest: str) -> None:
+        """Hook for metrics (set by the process wiring)."""
 
     def current_policy(self) -> CompiledPolicy:
         return self.policy
@@ -100,10 +132,13 @@ class Gateway:
     def build_pipeline(self) -> ASGIApp:
         jwt = self.jwt_policy
         org_claim = jwt.org_claim if jwt else "org_id"
-        guard = self.limiter.brute_force
+        limiter = self.limiter
+        if limiter is None:
+            raise RuntimeError("install_policy builds the limiter before the pipeline")
+        guard = limiter.brute_force
         # Innermost first: the request meets these in reverse order (DESIGN.md §2).
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = RateLimitStage(app, lambda: self.limiter, org_claim)      # 10 rate limiting
+        app = RateLimitStage(app, lambda: limiter, org_claim)           # 10 rate limiting
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
@@ -112,13 +147,15 @@ class Gateway:
                         blocked=guard.check, failed=self._auth_failed)
         app = BodyLimitStage(app)                                       # 6 size caps
         app = CorsStage(app)                                            # 5 CORS
+        app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers)
 
     async def _auth_failed(self, ip: str) -> None:
-        await self.limiter.brute_force.record_failure(ip)
+        if self.limiter is not None:
+            await self.limiter.brute_force.record_failure(ip)
 
     async def _policy_check(self) -> tuple[bool, str]:
         return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
@@ -126,6 +163,8 @@ class Gateway:
     async def startup(self) -> None:
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
+        await self.audit.start()
+        self.reloader.start_watching()
         if self.jwks is not None:
             await self.jwks.start()
             jwks = self.jwks
@@ -135,11 +174,14 @@ class Gateway:
             self.readiness.checks["redis"] = lambda: _ping(ping)
 
     async def shutdown(self) -> None:
+        await self.reloader.stop()
         await self.forwarder.close()
         if self.jwks is not None:
             await self.jwks.close()
         await self.dedupe.close()
-        await self.limiter.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
+        await self.audit.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -1,0 +1,230 @@
+"""Prometheus metrics of one gateway process, correct with several worker processes.
+
+Names and labels are a contract (deploy/prometheus alerts and the dashboard use them). Labels are
+low-cardinality by construction: the route label is the route id (or `none`), never the raw path,
+so a client cannot mint new series by requesting `/v1/agents/<random>` (a memory-exhaustion
+attack on both the gateway and Prometheus). Methods outside a fixed set become `OTHER`.
+
+Several workers: prometheus_client's multiprocess mode. Each worker writes its values to mmap files
+in `PROMETHEUS_MULTIPROC_DIR`; the admin listener (gateway/admin.py) sums them. The supervisor calls
+`prepare_multiprocess_dir` before forking workers and `mark_process_dead` when one exits.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import prometheus_client.values as _values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import multiprocess as _mp
+
+from gateway.context import RequestContext
+
+ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
+NO_ROUTE = "none"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DECISIONS = frozenset({"allow", "deny", "error", "client_closed"})
+RATELIMIT_OUTCOMES = frozenset({"allowed", "denied", "shadow_denied"})
+WEBHOOK_OUTCOMES = frozenset(
+    {"accepted", "duplicate", "bad_signature", "stale", "source_denied", "upstream_failed"}
+)
+RELOAD_RESULTS = frozenset({"ok", "failed"})
+# 1 ms .. 30 s: the fast path is a few ms; 30 s is the longest upstream timeout we expect.
+DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def multiprocess_enabled() -> bool:
+    return bool(os.environ.get(ENV_DIR))
+
+
+def prepare_multiprocess_dir(path: str | None = None) -> str:
+    """Make `path` (or `$PROMETHEUS_MULTIPROC_DIR`, or a new temp dir) the clean metrics directory.
+
+    Call once in the supervisor before any worker starts. Stale files from a previous run would be
+    summed into this run's counters, so every `*.db` file is removed.
+    """
+    path = path or os.environ.get(ENV_DIR) or None
+    if path is None:
+        path = tempfile.mkdtemp(prefix="gateway-metrics-")
+        _remove_at_exit(path)
+    Path(path).mkdir(parents=True, exist_ok=True)
+    for stale in glob.glob(os.path.join(path, "*.db")):
+        os.remove(stale)
+    os.environ[ENV_DIR] = path
+    # prometheus_client picks its value class when `prometheus_client.values` is imported (0.2x),
+    # and this module imports it, so re-pick now that the variable is set. Metrics created from
+    # here on (in this process and in forked workers) write to the directory.
+    _values.ValueClass = _values.get_value_class()
+    return path
+
+
+def _remove_at_exit(path: str) -> None:
+    import atexit
+
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # forked workers must not delete the supervisor's directory
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead worker's live gauges (in flight, degraded, policy info); counters stay."""
+    if multiprocess_enabled():
+        _mp.mark_process_dead(pid)
+
+
+def status_class(status: int) -> str:
+    return _STATUS_CLASSES.get(status // 100, "other")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("edge-gateway")
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        import tomllib
+
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+class Metrics:
+    """Every gateway metric, with label children cached so an observation costs a few µs.
+
+    Create one per process (`process_metrics()`); in multiprocess mode two instances in one
+    process would overwrite each other's values in the shared files.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("gateway_requests_total",
+                                "Requests by route id, method, status class and decision.",
+                                ["route", "method", "status_class", "decision"], registry=r)
+        self.duration = Histogram("gateway_request_duration_seconds", "Time in the gateway, by route id.",
+                                  ["route"], buckets=DURATION_BUCKETS, registry=r)
+        self.upstream = Histogram("gateway_upstream_duration_seconds", "Upstream time, by route id.",
+                                  ["route"], buckets=DURATION_BUCKETS, registry=r)
+        self.denials = Counter("gateway_denials_total", "Refused requests by route id and reason id.",
+                               ["route", "reason"], registry=r)
+        self.ratelimits = Counter("gateway_ratelimit_total", "Rate-limit decisions.", ["route", "outcome"],
+                                  registry=r)
+        self.degraded = Gauge("gateway_ratelimit_degraded", "1 while rate-limit storage is unreachable.",
+                              multiprocess_mode="livemax", registry=r)
+        self.webhooks = Counter("gateway_webhook_total", "Webhook outcomes.", ["route", "outcome"],
+                                registry=r)
+        self.in_flight = Gauge("gateway_requests_in_flight", "Requests being served.",
+                               multiprocess_mode="livesum", registry=r)
+        self.redis_errors = Counter("gateway_redis_errors_total", "Redis errors by component.", ["component"],
+                                    registry=r)
+        # livemax: a dead worker's old hash disappears; the admin listener also hides hashes at 0.
+        self.policy_info = Gauge("gateway_policy_info", "Hash of the policy being served (value 1).",
+                                 ["hash"], multiprocess_mode="livemax", registry=r)
+        self.reloads = Counter("gateway_policy_reloads_total", "Policy reloads by result.", ["result"],
+                               registry=r)
+        self.build_info = Gauge("gateway_build_info", "Gateway version and Python version (value 1).",
+                                ["version", "python"], multiprocess_mode="max", registry=r)
+        self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
+        self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
+                                   registry=r)
+        self._children: dict[tuple[object, ...], Any] = {}
+        self._policy_hash: str | None = None
+        self.build_info.labels(_version(), platform.python_version()).set(1)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    # -- the request observer (RequestIdStage runs it in `finally`) --
+
+    def observe(self, scope: dict[str, Any], ctx: RequestContext) -> None:
+        route = ctx.route.id if ctx.route is not None else NO_ROUTE
+        method = scope.get("method", "")
+        if method not in KNOWN_METHODS:
+            method = "OTHER"
+        decision = ctx.decision if ctx.decision in DECISIONS else "error"
+        self._child(self.requests, route, method, status_class(ctx.status), decision).inc()
+        self._child(self.duration, route).observe(time.perf_counter() - ctx.started)
+        if ctx.upstream_seconds is not None:
+            self._child(self.upstream, route).observe(ctx.upstream_seconds)
+        if decision != "allow" and ctx.reason:
+            self._child(self.denials, route, ctx.reason).inc()
+
+    __call__ = observe
+
+    def in_flight_inc(self) -> None:
+        self.in_flight.inc()
+
+    def in_flight_dec(self) -> None:
+        self.in_flight.dec()
+
+    # -- explicit events --
+
+    def ratelimit(self, route: str | None, outcome: str) -> None:
+        self._child(self.ratelimits, route or NO_ROUTE, _checked(outcome, RATELIMIT_OUTCOMES)).inc()
+
+    def webhook(self, route: str | None, outcome: str) -> None:
+        self._child(self.webhooks, route or NO_ROUTE, _checked(outcome, WEBHOOK_OUTCOMES)).inc()
+
+    def redis_error(self, component: str) -> None:
+        self._child(self.redis_errors, component).inc()
+
+    def set_degraded(self, degraded: bool) -> None:
+        self.degraded.set(1 if degraded else 0)
+
+    def policy_loaded(self, digest: str) -> None:
+        """The policy with this hash now serves; the previous hash goes to 0."""
+        if self._policy_hash is not None and self._policy_hash != digest:
+            self._child(self.policy_info, self._policy_hash).set(0)
+        self._child(self.policy_info, digest).set(1)
+        self._policy_hash = digest
+
+    def reload(self, result: str) -> None:
+        self._child(self.reloads, _checked(result, RELOAD_RESULTS)).inc()
+
+    def audit_failure(self, n: int = 1) -> None:
+        self.audit_failures.inc(n)
+
+    def audit_dropped(self, n: int = 1) -> None:
+        self.audit_drops.inc(n)
+
+
+def _checked(value: str, allowed: frozenset[str]) -> str:
+    # Callers are our own code; an unknown value is a bug, and silently inventing a label value
+    # would let a typo hide from the alerts that match on these names.
+    if value not in allowed:
+        raise ValueError(f"unknown metric label value {value!r}; expected one of {sorted(allowed)}")
+    return value
+
+
+_process_metrics: tuple[int, Metrics] | None = None
+
+
+def process_metrics() -> Metrics:
+    """The one Metrics of this process (created on first use, again after a fork)."""
+    global _process_metrics
+    if _process_metrics is None or _process_metrics[0] != os.getpid():
+        _process_metrics = (os.getpid(), Metrics())
+    return _process_metrics[1]
+
+
+__all__ = ["Metrics", "mark_process_dead", "prepare_multiprocess_dir", "process_metrics", "status_class"]
