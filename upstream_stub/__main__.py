@@ -1,0 +1,30 @@
+"""`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+
+from upstream_stub.app import StartupError, create_app
+from upstream_stub.settings import UpstreamSettings
+
+
+def main() -> int:
+    settings = UpstreamSettings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        app = create_app(settings)
+    except StartupError as exc:
+        print(f"upstream_stub: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    # Our own access log omits query strings (OAuth codes travel there); uvicorn's would print them.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=False, lifespan="on", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""Environment of one upstream process (issue 6).
+
+Development defaults are marked `dev-only` and refused when `GATEWAY_ENV=production`.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.settings import DEV_IDENTITY_SECRET, DEV_MARKER, MIN_SECRET_BYTES
+
+# 32 bytes, so it is a valid AES-256 key; the text makes it obvious in any dump. Refused in production.
+DEV_ENCRYPTION_KEY = base64.b64encode(b"dev-only-upstream-aes-key-000000").decode()
+DEV_STATE_SECRET = "dev-only-upstream-state-secret-change-me-0123"
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class UpstreamSettings(BaseSettings):
+    """Environment of the upstream service; field names work as keyword arguments in tests."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    env: Literal["development", "production"] = Field(
+        default="development", validation_alias=_env("GATEWAY_ENV"))
+    host: str = Field(default="127.0.0.1", validation_alias=_env("UPSTREAM_HOST"))
+    port: int = Field(default=8081, ge=1, le=65535, validation_alias=_env("UPSTREAM_PORT"))
+    db_path: str = Field(default="./upstream.db", validation_alias=_env("UPSTREAM_DB"))
+    identity_secret: str | None = Field(default=None, validation_alias=_env("GATEWAY_IDENTITY_SECRET"))
+    identity_audience: str = Field(default="upstream", validation_alias=_env("UPSTREAM_IDENTITY_AUDIENCE"))
+    encryption_key: str | None = Field(default=None, validation_alias=_env("UPSTREAM_ENCRYPTION_KEY"))
+    encryption_keys: str | None = Field(default=None, validation_alias=_env("UPSTREAM_ENCRYPTION_KEYS"))
+    state_secret: str | None = Field(default=None, validation_alias=_env("UPSTREAM_STATE_SECRET"))
+    kommo_client_id: str | None = Field(default=None, validation_alias=_env("KOMMO_CLIENT_ID"))
+    kommo_client_secret: str | None = Field(default=None, validation_alias=_env("KOMMO_CLIENT_SECRET"))
+    kommo_redirect_uri: str | None = Field(default=None, validation_alias=_env("KOMMO_REDIRECT_URI"))
+    kommo_rate_per_second: int = Field(default=7, ge=1, le=7, validation_alias=_env("UPSTREAM_KOMMO_RATE"))
+    kommo_timeout: float = Field(default=10.0, gt=0, le=60, validation_alias=_env("UPSTREAM_KOMMO_TIMEOUT"))
+    worker_enabled: bool = Field(default=True, validation_alias=_env("UPSTREAM_WORKER_ENABLED"))
+    worker_concurrency: int = Field(
+        default=2, ge=1, le=16, validation_alias=_env("UPSTREAM_WORKER_CONCURRENCY"))
+    job_lease_seconds: float = Field(default=30.0, gt=0, validation_alias=_env("UPSTREAM_JOB_LEASE_SECONDS"))
+    job_max_attempts: int = Field(default=5, ge=1, le=50, validation_alias=_env("UPSTREAM_JOB_MAX_ATTEMPTS"))
+    job_backoff_base: float = Field(default=2.0, ge=0, validation_alias=_env("UPSTREAM_JOB_BACKOFF_BASE"))
+    job_backoff_max: float = Field(default=300.0, ge=0, validation_alias=_env("UPSTREAM_JOB_BACKOFF_MAX"))
+    job_poll_seconds: float = Field(default=0.5, gt=0, validation_alias=_env("UPSTREAM_JOB_POLL_SECONDS"))
+    shutdown_grace: float = Field(default=10.0, ge=0, validation_alias=_env("UPSTREAM_SHUTDOWN_GRACE"))
+    log_level: str = Field(default="info", validation_alias=_env("UPSTREAM_LOG_LEVEL"))
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def effective_identity_secret(self) -> str:
+        if self.identity_secret:
+            return self.identity_secret
+        return "" if self.production else DEV_IDENTITY_SECRET
+
+    def effective_state_secret(self) -> str:
+        if self.state_secret:
+            return self.state_secret
+        return "" if self.production else DEV_STATE_SECRET
+
+    def key_spec(self) -> str:
+        """`kid:base64,...`, newest first; the single-key form gets kid `k0`."""
+        if self.encryption_keys:
+            return self.encryption_keys
+        if self.encryption_key:
+            return f"k0:{self.encryption_key}"
+        return "" if self.production else f"dev:{DEV_ENCRYPTION_KEY}"
+
+    def problems(self) -> list[str]:
+        """What stops a production start, each naming its variable."""
+        if not self.production:
+            return []
+        out: list[str] = []
+        for name, value in (
+            ("GATEWAY_IDENTITY_SECRET", self.identity_secret),
+            ("UPSTREAM_STATE_SECRET", self.state_secret),
+        ):
+            if not value:
+                out.append(f"{name} must be set in production")
+            elif value.startswith(DEV_MARKER):
+                out.append(f"{name} is a development default; refused in production")
+            elif len(value.encode()) < MIN_SECRET_BYTES:
+                out.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes; refused in production")
+        if not (self.encryption_key or self.encryption_keys):
+            out.append("UPSTREAM_ENCRYPTION_KEY (or UPSTREAM_ENCRYPTION_KEYS) must be set in production")
+        elif DEV_ENCRYPTION_KEY in (self.encryption_keys or "") + (self.encryption_key or ""):
+            out.append("UPSTREAM_ENCRYPTION_KEY is the development default; refused in production")
+        for name, value in (
+            ("KOMMO_CLIENT_ID", self.kommo_client_id),
+            ("KOMMO_CLIENT_SECRET", self.kommo_client_secret),
+            ("KOMMO_REDIRECT_URI", self.kommo_redirect_uri),
+        ):
+            if not value:
+                out.append(f"{name} must be set in production")
+        return out
