@@ -128,3 +128,18 @@ def wait_until(pred: object, timeout: float = 10.0, interval: float = 0.05) -> b
             return True
         time.sleep(interval)
     return False
+
+
+@contextmanager
+def bundled_upstream(extra: dict[str, str] | None = None) -> Iterator[Proc]:
+    """The real bundled upstream (`python -m upstream_stub`) on a free port, with a temp database."""
+    port = free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="gw-upstream-"))
+    env = _env({"UPSTREAM_PORT": str(port), "UPSTREAM_DB": str(tmp / "upstream.db"),
+                 "UPSTREAM_LOG_LEVEL": "warning", **(extra or {})})
+    p = Proc([sys.executable, "-m", "upstream_stub"], env, port, tmp / "upstream.log")
+    try:
+        wait_port(port, timeout=20)
+        yield p
+    finally:
+        p.stop()
