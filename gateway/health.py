@@ -13,7 +13,7 @@ from gateway.pipeline.base import Send
 Check = Callable[[], Awaitable[tuple[bool, str]]]
 
 
-async def tcp_check(url: str, timeout: float = 0.5) -> tuple[bool, str]:
+async def tcp_check(url: str, timeout: float = 0.5) -> tuple[bool, str]:  # noqa: ASYNC109
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

@@ -71,7 +71,7 @@ class GatewayServer(uvicorn.Server):
 def _handled_signals() -> None:
     import uvicorn.server as us
     if hasattr(signal, "SIGHUP") and signal.SIGHUP not in us.HANDLED_SIGNALS:
-        us.HANDLED_SIGNALS = (*us.HANDLED_SIGNALS, signal.SIGHUP)
+        us.HANDLED_SIGNALS = (*us.HANDLED_SIGNALS, signal.SIGHUP)  # type: ignore[assignment]
 
 
 def make_config(settings: Settings, app: object, fd: int | None = None) -> uvicorn.Config:

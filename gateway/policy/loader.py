@@ -83,6 +83,7 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
         if not isinstance(src.data, dict):
             errors.append(f"{src.path}:1 (top): a policy file must be a mapping")
             continue
+        pf: PolicyFile | None
         try:
             pf = PolicyFile.model_validate(src.data)
         except ValidationError as exc:
@@ -96,8 +97,8 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
                     continue
                 sections[name] = getattr(pf, name, None) if pf is not None else None
                 section_src[name] = src
-        for i, route in enumerate((pf.routes if pf is not None else None) or []):
-            routes.append((src, i, route))
+        for i, route_spec in enumerate((pf.routes if pf is not None else None) or []):
+            routes.append((src, i, route_spec))
 
     ctx = LoadContext(env, production, sections)
     upstream = sections.get("upstream") or UpstreamSpec()
@@ -106,14 +107,14 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
 
     for name, compiler in SECTIONS.items():
         raw = sections.get(name)
-        src = section_src.get(name)
+        section_file = section_src.get(name)
         try:
             ctx.shared[name] = compiler(raw, ctx)
         except PolicyError as exc:
             errors.extend(exc.errors)
         except (ValueError, TypeError) as exc:
-            where = src.where((name,)) if src else f"(policy) {name}"
-            errors.extend(_located(src, (name,), exc, where))
+            where = section_file.where((name,)) if section_file else f"(policy) {name}"
+            errors.extend(_located(section_file, (name,), exc, where))
 
     compiled: list[CompiledRoute] = []
     seen_ids: dict[str, str] = {}

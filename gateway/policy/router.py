@@ -94,7 +94,7 @@ class RouteTable(Generic[R]):
     def lookup(self, method: str, path: str, parts: Sequence[str]) -> tuple[R | None, dict[str, str], list[str]]:
         """(route, params, allowed-methods). route None + empty allow = no such path."""
         allow: list[str] = []
-        for tpl, methods, route in self._static.get(path, ()):
+        for _tpl, methods, route in self._static.get(path, ()):
             if method in methods:
                 return route, {}, allow
             allow.extend(methods)

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.errors import BadPath
 from gateway.pipeline.hygiene import split_path
-from tests.core.conftest import gw, upstream, core_policy  # noqa: F401  (module fixtures)
+from tests.core.conftest import core_policy, gw, upstream  # noqa: F401  (module fixtures)
 from tests.support.gateway_proc import Proc
 from tests.support.rawhttp import get, raw_request
 
