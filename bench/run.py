@@ -1,0 +1,150 @@
+"""`make bench`: the gateway side by side with nginx and the Fastify peer, in one run.
+
+Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and stopped before
+the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway is
+also measured across the concurrency sweep. Then one table, the issue's two bars and, with
+`--json FILE`, the raw figures. Every process started here is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from bench import peers, report, targets, tokens, wrk
+from bench.procs import Procs, StartError, raise_on_sigterm
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("upstream", "nginx", "floor", "full", "gateway")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=8, help="seconds per measured run (default 8)")
+    p.add_argument("--warmup", type=int, default=2, help="seconds of discarded load first (default 2)")
+    p.add_argument("-c", "--conns", type=int, default=32, help="wrk connections (default 32)")
+    p.add_argument("--workers", type=_ints, default=[1, 2], help="gateway worker counts (default 1,2)")
+    p.add_argument("--sweep", type=_ints, default=[8, 64], help="gateway concurrency sweep (default 8,64)")
+    p.add_argument("--quick", action="store_true", help="smoke test: 2 s runs, 1 s warm-up")
+    p.add_argument("--json", type=Path, metavar="FILE", help="also write the raw figures to FILE")
+    p.add_argument("--only", type=lambda s: s.split(","), default=list(KINDS),
+                   help=f"comma-separated subset of {','.join(KINDS)}")
+    p.add_argument("--tokens", type=int, default=5000,
+                   help="distinct users to cycle through, so per-user rate limits never bind (default 5000)")
+    p.add_argument("--gateway-redis", action="store_true",
+                   help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
+    p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers",
+                   help="peer configs (default ../shared/peers)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 2, 1
+    unknown = set(args.only) - set(KINDS)
+    if unknown:
+        p.error(f"--only: unknown target kind(s) {sorted(unknown)}")
+    if len(args.sweep) < 2:
+        p.error("--sweep needs at least two concurrency levels")
+    return args
+
+
+def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, script: Path,
+            tokens_file: Path, token: str, out: report.Report) -> None:
+    levels = [args.conns, *(c for c in args.sweep if c != args.conns)] if t.sweep else [args.conns]
+    print(f"== {t.label}", flush=True)
+    try:
+        launched = t.start(b)
+    except (peers.Unavailable, StartError) as exc:
+        print(f"   skipped: {exc}", flush=True)
+        out.rows.append(report.Row(t.label, t.kind, args.conns, t.workers,
+                                   skipped=str(exc).splitlines()[0]))
+        return
+    try:
+        status, body = targets.probe(launched.url, token)
+        anon = targets.probe(launched.url, None)[0] if t.kind in ("full", "gateway") else None
+        print(f"   {launched.url} -> probe HTTP {status}"
+              + (f", without a token HTTP {anon}" if anon is not None else ""), flush=True)
+        if args.warmup > 0:
+            wrk.run(launched.url, conns=args.conns, duration=args.warmup, script=script,
+                    tokens_file=tokens_file)
+        for c in levels:
+            try:
+                res = wrk.run(launched.url, conns=c, duration=args.duration, script=script,
+                              tokens_file=tokens_file)
+            except wrk.WrkError as exc:
+                print(f"   c={c}: skipped: {exc}", flush=True)
+                out.rows.append(report.Row(t.label, t.kind, c, t.workers, skipped=f"wrk failed: {exc}"))
+                continue
+            row = report.Row(t.label, t.kind, c, t.workers, res, status, body, anon)
+            out.rows.append(row)
+            flag = "  <-- ERRORS" if row.flagged else ""
+            print(f"   c={c}: {res.rps:,.0f} req/s  p50 {res.p50_ms:.2f} ms  p99 {res.p99_ms:.2f} ms  "
+                  f"non-2xx {res.non_2xx}{flag}", flush=True)
+    except wrk.WrkError as exc:
+        print(f"   skipped: warm-up failed: {exc}", flush=True)
+        out.rows.append(report.Row(t.label, t.kind, args.conns, t.workers, skipped=f"wrk failed: {exc}"))
+    finally:
+        for proc in launched.procs:
+            b.procs.stop(proc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if reason := peers.missing("wrk"):
+        print(f"skipped: {reason}; nothing can be measured", file=sys.stderr)
+        return 2
+    work = ROOT / ".bench"
+    procs = Procs(work / "logs")
+    raise_on_sigterm()
+    b = targets.Bench(procs, ROOT, args.peers.resolve(), work, tokens.BENCH_SECRET,
+                      gateway_redis=args.gateway_redis)
+    try:
+        minted = tokens.mint(args.tokens)
+        script, tokens_file = wrk.write_script(work, minted)
+        if {"floor", "full"} & set(args.only):
+            try:
+                b.fastify_dir = peers.prepare_fastify(b.peers_dir, work)
+            except peers.Unavailable as exc:
+                b.fastify_skip = str(exc)
+        upstream, comparable = peers.start_upstream(procs, b.peers_dir, work)
+        b.upstream_port = upstream.port or 0
+        print(f"upstream: {'nginx' if comparable else 'PYTHON FALLBACK (nginx absent)'} on port "
+              f"{b.upstream_port}; wrk -t1 -c{args.conns} -d{args.duration}s, warm-up {args.warmup}s, "
+              f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
+        out = report.Report(args.conns, args.duration, comparable)
+        for t in targets.all_targets(args.workers, args.gateway_redis, comparable):
+            if t.kind in args.only:
+                measure(b, t, args, script, tokens_file, minted[0], out)
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping every process started", file=sys.stderr)
+        return 130
+    finally:
+        procs.stop_all()
+    print()
+    print(out.table(args.sweep))
+    print()
+    bars = out.bars(args.sweep)
+    for bar in bars:
+        print(f"{bar.verdict:4}  {bar.name}: {bar.detail}")
+    if args.json:
+        out.write_json(args.json, args.sweep, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
+                                                "argv": sys.argv[1:]})
+        print(f"\nraw figures: {args.json}")
+    return 1 if args.strict and any(bar.verdict == "FAIL" for bar in bars) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""What is measured: each target knows how to start its server(s) and which URL to load.
+
+All targets get the same request shape, `GET /v1/agents?orgId=org-1` with a bearer token (the
+upstream direct gets the unversioned path the gateway forwards to). Only Fastify full and the
+gateway check the token; the others just carry the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import peers
+from bench.procs import LOOPBACK, Proc, Procs, free_port
+
+PUBLIC_PATH = "/v1/agents?orgId=org-1"
+UPSTREAM_PATH = "/agents?orgId=org-1"
+
+
+@dataclass
+class Bench:
+    """Everything the targets share during one run."""
+
+    procs: Procs
+    root: Path                  # the gateway checkout (holds policies/ and .venv)
+    peers_dir: Path             # ../shared/peers (read-only)
+    work: Path                  # .bench/ (gitignored): configs, logs, node_modules
+    secret: str
+    upstream_port: int = 0
+    gateway_redis: bool = False
+    fastify_dir: Path | None = None
+    fastify_skip: str | None = None
+
+
+@dataclass
+class Launched:
+    url: str
+    procs: list[Proc] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One row family of the table: `kind` is upstream | nginx | floor | full | gateway."""
+
+    label: str
+    kind: str
+    start: Callable[[Bench], Launched]
+    workers: int | None = None
+    sweep: bool = False
+
+
+def _url(port: int, path: str = PUBLIC_PATH) -> str:
+    return f"http://{LOOPBACK}:{port}{path}"
+
+
+def upstream_direct(b: Bench) -> Launched:
+    return Launched(_url(b.upstream_port, UPSTREAM_PATH))  # started once for the whole run
+
+
+def nginx_proxy(b: Bench) -> Launched:
+    if reason := peers.missing("nginx"):
+        raise peers.Unavailable(reason)
+    proc = peers.start_nginx_proxy(b.procs, b.peers_dir, b.work, b.upstream_port)
+    return Launched(_url(proc.port or 0), [proc])
+
+
+def _fastify(b: Bench, variant: str, extra_env: dict[str, str]) -> Proc:
+    if b.fastify_dir is None:
+        raise peers.Unavailable(b.fastify_skip or "Fastify peer not prepared")
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "UPSTREAM": f"http://{LOOPBACK}:{b.upstream_port}",
+           "NODE_ENV": "production", **extra_env}
+    return b.procs.start(f"fastify-{variant}", ["node", "server.js", variant], env=env,
+                         cwd=b.fastify_dir, port=port)
+
+
+def fastify_floor(b: Bench) -> Launched:
+    proc = _fastify(b, "floor", {})
+    return Launched(_url(proc.port or 0), [proc])
+
+
+def fastify_full(b: Bench) -> Launched:
+    if b.fastify_dir is None:
+        raise peers.Unavailable(b.fastify_skip or "Fastify peer not prepared")
+    redis, redis_url = peers.start_redis(b.procs, b.work, "redis-fastify")
+    try:
+        proc = _fastify(b, "full", {"REDIS_URL": redis_url, "JWT_SECRET": b.secret})
+    except BaseException:
+        b.procs.stop(redis)
+        raise
+    return Launched(_url(proc.port or 0), [proc, redis])
+
+
+def gateway(workers: int) -> Callable[[Bench], Launched]:
+    def start(b: Bench) -> Launched:
+        started: list[Proc] = []
+        # A clean GATEWAY_* environment: nothing inherited from the caller's shell changes the run.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        port = free_port()
+        env.update({
+            "GATEWAY_ENV": "development", "GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(port),
+            "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(free_port()),
+            "GATEWAY_UPSTREAM_URL": f"http://{LOOPBACK}:{b.upstream_port}",
+            "GATEWAY_WORKERS": str(workers), "GATEWAY_POLICY_DIR": str(b.root / "policies"),
+            "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
+        })
+        if b.gateway_redis:
+            redis, redis_url = peers.start_redis(b.procs, b.work, f"redis-gateway-w{workers}")
+            started.append(redis)
+            env["GATEWAY_REDIS_URL"] = redis_url
+        python = b.root / ".venv" / "bin" / "python"
+        argv = [str(python if python.exists() else sys.executable), "-m", "gateway", "serve"]
+        try:
+            proc = b.procs.start(f"gateway-w{workers}", argv, env=env, cwd=b.root, port=port)
+        except BaseException:
+            for p in started:
+                b.procs.stop(p)
+            raise
+        return Launched(_url(port), [proc, *started])
+
+    return start
+
+
+def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool) -> list[Target]:
+    suffix = " +redis" if gateway_redis else ""
+    upstream = "upstream direct" if nginx_upstream else "upstream (PY FALLBACK)"
+    return [
+        Target(upstream, "upstream", upstream_direct),
+        Target("nginx proxy_pass", "nginx", nginx_proxy),
+        Target("fastify floor", "floor", fastify_floor),
+        Target("fastify full", "full", fastify_full),
+        *(Target(f"gateway w{w}{suffix}", "gateway", gateway(w), workers=w, sweep=True) for w in workers),
+    ]
+
+
+def probe(url: str, token: str | None) -> tuple[int, str]:
+    """One request before the load, to show *why* a target answers non-2xx (e.g. 401 vs 429).
+
+    With `token=None` it shows whether the target enforces authentication at all: a 2xx there
+    means the figures are of a proxy that is not yet doing the policy's work.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # The URL is built in this module from LOOPBACK and a port: no file:// or foreign host.
+    req = urllib.request.Request(url, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
+            return resp.status, resp.read(200).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(300).decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)

@@ -1,0 +1,108 @@
+"""Running wrk and reading its report.
+
+Every target gets the same load: a Lua script that cycles through many pre-built requests,
+each with the bearer token of a different user. One token would be rate-limited by the shipped
+policy (20/s per `sub`), and a benchmark of 429s measures nothing; thousands of users is also what
+the gateway sees in production. Requests are formatted once in `init`, so wrk's per-request cost
+is a table lookup and is the same for every target.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+LUA = """\
+-- bench/wrk.py: cycle through one pre-formatted request per token (tokens file = script argument)
+local reqs = {}
+local n = 0
+local i = 0
+function init(args)
+  for line in io.lines(args[1]) do
+    if #line > 0 then
+      n = n + 1
+      reqs[n] = wrk.format("GET", nil, {["Authorization"] = "Bearer " .. line})
+    end
+  end
+  if n == 0 then error("no tokens in " .. tostring(args[1])) end
+end
+function request()
+  i = i % n + 1
+  return reqs[i]
+end
+"""
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+_LAT = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.M)
+_NON2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.M)
+_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+
+
+class WrkError(RuntimeError):
+    """wrk failed or printed something we cannot read."""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    """The figures of one wrk run. Latencies in milliseconds."""
+
+    rps: float
+    requests: int
+    p50_ms: float
+    p75_ms: float
+    p90_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: dict[str, int]
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + sum(self.socket_errors.values())
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def parse(text: str) -> WrkResult:
+    rps = _RPS.search(text)
+    total = _TOTAL.search(text)
+    lat = {pct: float(v) * _UNITS[unit] for pct, v, unit in _LAT.findall(text)}
+    if rps is None or total is None or set(lat) != {"50", "75", "90", "99"}:
+        raise WrkError(f"cannot read wrk output (was --latency given?):\n{text}")
+    non2xx = _NON2XX.search(text)
+    sock = _SOCKET.search(text)
+    socket_errors = dict(zip(("connect", "read", "write", "timeout"),
+                             (int(x) for x in sock.groups()), strict=True)) if sock else {}
+    return WrkResult(
+        rps=float(rps.group(1)), requests=int(total.group(1)),
+        p50_ms=lat["50"], p75_ms=lat["75"], p90_ms=lat["90"], p99_ms=lat["99"],
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+        socket_errors={k: v for k, v in socket_errors.items() if v},
+    )
+
+
+def write_script(directory: Path, tokens: list[str]) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    script, tokens_file = directory / "tokens.lua", directory / "tokens.txt"
+    script.write_text(LUA)
+    tokens_file.write_text("\n".join(tokens) + "\n")
+    return script, tokens_file
+
+
+def run(url: str, *, conns: int, duration: int, script: Path, tokens_file: Path,
+        timeout_s: int = 10) -> WrkResult:
+    """`wrk -t1 -cC -dD --latency` against `url` (one thread: the machine has few cores)."""
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"--timeout={timeout_s}s",
+            "-s", str(script), url, "--", str(tokens_file)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout_s + 30,
+                              check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise WrkError(f"wrk did not finish: {exc}") from None
+    if done.returncode != 0:
+        raise WrkError(f"wrk exited with {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
+    return parse(done.stdout)
