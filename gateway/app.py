@@ -16,6 +16,7 @@ from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.health import Readiness, send_json, tcp_check
+from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.authz import AuthzStage
@@ -48,14 +49,17 @@ class Gateway:
         self.env = effective_env(settings) if env is None else env
         self.policy = policy or load_policy(settings.policy_dir, self.env, settings.production)
         self.readiness = Readiness()
-        self.observers: list[Observer] = []
+        self.metrics = process_metrics()
+        self.metrics.policy_loaded(self.policy.digest)
+        self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
         self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
                                      audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
-                              on_failure=audit_spec.on_failure)
+                              on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
+                              on_failed=self.metrics.audit_failure)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
         self.jwks: JwksCache | None = None
         if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
@@ -78,7 +82,8 @@ class Gateway:
         rl_settings = policy.sections.get("compiled.rate_limits") or RateLimitSettings()
         old_limiter = self.limiter
         if old_limiter is None or old_limiter.settings != rl_settings:
-            self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url)
+            self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url,
+                                                     on_state_change=self.metrics.set_degraded)
             if old_limiter is not None:
                 # In-flight requests may still hold it; close it once they have had time to finish.
                 asyncio.get_running_loop().call_later(
@@ -95,7 +100,9 @@ class Gateway:
         loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self.reloader.reload("SIGHUP")))
 
     def on_reload(self, result: str, digest: str) -> None:
-        """Hook for metrics (set by the process wiring)."""
+        self.metrics.reload(result)
+        if result == "ok":
+            self.metrics.policy_loaded(digest)
 
     def current_policy(self) -> CompiledPolicy:
         return self.policy
@@ -138,11 +145,13 @@ class Gateway:
         guard = limiter.brute_force
         # Innermost first: the request meets these in reverse order (DESIGN.md §2).
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = RateLimitStage(app, lambda: limiter, org_claim)           # 10 rate limiting
+        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting
+                             self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
-        app = WebhookStage(app, lambda: self.dedupe)                    # 7 webhook verification
+        app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
+                           self.metrics.webhook)
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
                         blocked=guard.check, failed=self._auth_failed)
         app = BodyLimitStage(app)                                       # 6 size caps
@@ -194,7 +203,11 @@ class Gateway:
                 status, body = await self.readiness.evaluate()
                 await send_json(send, status, body)
                 return
-            await self.pipeline(scope, receive, send)
+            self.metrics.in_flight_inc()
+            try:
+                await self.pipeline(scope, receive, send)
+            finally:
+                self.metrics.in_flight_dec()
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         # websocket: not routed by this gateway; uvicorn closes it when we return.

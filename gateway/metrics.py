@@ -18,6 +18,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ class Metrics:
 
     # -- the request observer (RequestIdStage runs it in `finally`) --
 
-    def observe(self, scope: dict[str, Any], ctx: RequestContext) -> None:
+    def observe(self, scope: MutableMapping[str, Any], ctx: RequestContext) -> None:
         route = ctx.route.id if ctx.route is not None else NO_ROUTE
         method = scope.get("method", "")
         if method not in KNOWN_METHODS:

@@ -51,7 +51,7 @@ class AuditObserver:
         duration_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
         route_id = ctx.route.id if ctx.route is not None else None
         method = scope["method"]
-        if ctx.decision != "allow" or method in MUTATING:
+        if ctx.decision != "allow" or method in MUTATING or ctx.audit_extra:
             claims = ctx.claims or {}
             sub = claims.get("sub")
             org = claim_at(claims, self.org_claim) if claims else None

@@ -107,7 +107,22 @@ def _worker_entry(settings_json: str, fd: int) -> None:
 
 
 def serve(settings: Settings) -> int:
-    """Run one worker in-process, or N workers under a supervisor sharing one socket."""
+    """Run one worker in-process, or N workers under a supervisor sharing one socket. Metrics are
+    served from this process on the admin listener, aggregated over all workers."""
+    from gateway.admin import start_admin
+    from gateway.metrics import prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()  # before any worker exists; a stale directory is cleaned
+    stop_admin = start_admin(settings)
+    try:
+        return _serve(settings)
+    finally:
+        stop_admin()
+
+
+def _serve(settings: Settings) -> int:
+    from gateway.metrics import mark_process_dead
+
     if settings.workers <= 1:
         run_worker(settings)
         return 0
@@ -144,12 +159,17 @@ def serve(settings: Settings) -> int:
         for i, p in enumerate(procs):
             if not p.is_alive() and not stopping:
                 log.error("worker %s exited with %s; starting a new one", p.pid, p.exitcode)
+                if p.pid is not None:
+                    mark_process_dead(p.pid)
                 procs[i] = spawn()
     deadline = time.monotonic() + settings.drain_delay + settings.grace_timeout + 10
     for p in procs:
         p.join(max(0.0, deadline - time.monotonic()))
         if p.is_alive():
             p.kill()
+            p.join()
+        if p.pid is not None:
+            mark_process_dead(p.pid)
     sock.close()
     return 0 if all(p.exitcode == 0 for p in procs) else 1
 

@@ -47,7 +47,9 @@ class WebhookStage:
                                              query=scope["query_string"].decode("latin-1"), body=body,
                                              now=time.time())
         except GatewayError as err:
-            self.outcome(route.id, err.reason.removeprefix("webhook."))
+            what = err.reason.removeprefix("webhook.")
+            if what in ("bad_signature", "stale", "source_denied"):
+                self.outcome(route.id, what)
             raise
         if wh.dedupe is None:
             await self._forward(scope, receive, send, route.id)

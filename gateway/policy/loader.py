@@ -79,26 +79,42 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
     sections: dict[str, Any] = {}
     section_src: dict[str, SourceFile] = {}
     routes: list[tuple[SourceFile, int, RouteSpec]] = []
+    invalid: list[tuple[SourceFile, int, Any]] = []
     for src, _text in sources:
         if not isinstance(src.data, dict):
             errors.append(f"{src.path}:1 (top): a policy file must be a mapping")
             continue
-        pf: PolicyFile | None
-        try:
-            pf = PolicyFile.model_validate(src.data)
-        except ValidationError as exc:
-            errors.extend(pydantic_errors(src, (), exc))
-            pf = _salvage_routes(src, errors)
-        for name in SINGLE_SECTIONS:
-            if name in src.data:
-                if name in sections:
-                    errors.append(f"{src.where((name,))}: section {name!r} is already set in "
-                                  f"{section_src[name].path}")
-                    continue
-                sections[name] = getattr(pf, name, None) if pf is not None else None
-                section_src[name] = src
-        for i, route_spec in enumerate((pf.routes if pf is not None else None) or []):
-            routes.append((src, i, route_spec))
+        for name, raw in src.data.items():
+            if name == "routes":
+                continue
+            if name not in PolicyFile.model_fields:
+                errors.append(f"{src.where((name,))}: unknown section {name!r}")
+                continue
+            # Each section on its own, so one bad section neither hides the others' errors nor
+            # drops the good ones (which would add false follow-on errors).
+            try:
+                value = getattr(PolicyFile.model_validate({name: raw}), name)
+            except ValidationError as exc:
+                errors.extend(pydantic_errors(src, (), exc))
+                value = None
+            if name in sections:
+                errors.append(f"{src.where((name,))}: section {name!r} is already set in "
+                              f"{section_src[name].path}")
+                continue
+            sections[name] = value
+            section_src[name] = src
+        raw_routes = src.data.get("routes")
+        if raw_routes is None:
+            continue
+        if not isinstance(raw_routes, list):
+            errors.append(f"{src.where(('routes',))}: routes must be a list")
+            continue
+        for i, raw in enumerate(raw_routes):
+            try:
+                routes.append((src, i, RouteSpec.model_validate(raw)))
+            except ValidationError as exc:
+                errors.extend(pydantic_errors(src, ("routes", i), exc))
+                invalid.append((src, i, raw))
 
     ctx = LoadContext(env, production, sections)
     upstream = sections.get("upstream") or UpstreamSpec()
@@ -129,6 +145,9 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
         if route is not None:
             compiled.append(route)
 
+    for src, i, raw in invalid:
+        _check_parts_of_invalid_route(src, ("routes", i), raw, ctx, errors)
+
     for a_i, a in enumerate(compiled):
         for b in compiled[a_i + 1:]:
             common = a.methods & b.methods
@@ -148,24 +167,25 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
     )
 
 
-def _salvage_routes(src: SourceFile, errors: list[str]) -> PolicyFile | None:
-    """When a file fails validation, still validate its routes one by one so that every
-    problem in every route is reported in one run, not one per run."""
-    data = src.data
-    good: list[RouteSpec] = []
-    raw_routes = data.get("routes") if isinstance(data, dict) else None
-    if isinstance(raw_routes, list):
-        for raw in raw_routes:
-            try:
-                good.append(RouteSpec.model_validate(raw))
-            except ValidationError:
-                continue  # already reported by the whole-file validation
-    try:
-        rest = {k: v for k, v in data.items() if k != "routes" and k in PolicyFile.model_fields}
-        pf = PolicyFile.model_validate(rest)
-    except ValidationError:
-        pf = PolicyFile()
-    return pf.model_copy(update={"routes": good})
+def _check_parts_of_invalid_route(src: SourceFile, base: Loc, raw: Any, ctx: LoadContext,
+                                  errors: list[str]) -> None:
+    """A route that failed validation still gets its feature sections checked, so every
+    problem is reported in one run rather than one per run."""
+    if not isinstance(raw, dict):
+        return
+    spec = RouteSpec.model_construct(**{k: v for k, v in raw.items() if k in RouteSpec.model_fields})
+    for part, compiler in ROUTE_PARTS.items():
+        value = raw.get(part)
+        if value is None:
+            continue
+        try:
+            compiler(value, spec, ctx)
+        except PolicyError as exc:
+            errors.extend(exc.errors)
+        except (ValueError, TypeError) as exc:
+            errors.extend(_located(src, (*base, part), exc))
+        except AttributeError:
+            continue  # the route lacks what the section needs; already reported
 
 
 def _located(src: SourceFile | None, loc: Loc, exc: Exception, where: str | None = None) -> list[str]:
