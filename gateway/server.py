@@ -136,9 +136,13 @@ def _serve(settings: Settings) -> int:
     procs: list[multiprocessing.process.BaseProcess] = []
     stopping = False
 
+    started: dict[int, float] = {}
+    quick_deaths = 0
+
     def spawn() -> multiprocessing.process.BaseProcess:
         p = ctx.Process(target=_worker_entry, args=(payload, sock.fileno()), daemon=False)
         p.start()
+        started[id(p)] = time.monotonic()
         return p
 
     def forward(sig: int, _frame: FrameType | None) -> None:
@@ -158,6 +162,13 @@ def _serve(settings: Settings) -> int:
         time.sleep(0.2)
         for i, p in enumerate(procs):
             if not p.is_alive() and not stopping:
+                # A worker that dies right after start will die again: stop rather than loop
+                # forever holding the port while serving nothing.
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started[id(p)] < 10 else 0
+                if quick_deaths >= 3:
+                    log.error("workers keep exiting at start-up (last exit %s); giving up", p.exitcode)
+                    forward(signal.SIGTERM, None)
+                    break
                 log.error("worker %s exited with %s; starting a new one", p.pid, p.exitcode)
                 if p.pid is not None:
                     mark_process_dead(p.pid)

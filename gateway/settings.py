@@ -59,8 +59,14 @@ class Settings(BaseSettings):
         return "" if self.production else DEV_IDENTITY_SECRET
 
     def problems(self) -> list[str]:
-        """What stops a production start: dev defaults and weak secrets."""
+        """What stops a start: malformed settings always; dev defaults and weak secrets in production."""
         out: list[str] = []
+        from gateway.clientaddr import TrustedProxies
+
+        try:
+            TrustedProxies.from_env(self.trusted_proxies)
+        except ValueError as exc:
+            out.append(f"GATEWAY_TRUSTED_PROXIES: {exc}")
         if not self.production:
             return out
         if not self.jwt_secret and not self.jwt_jwks_url:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from gateway.context import RequestContext
-from gateway.errors import BadPath, MethodNotAllowed, NotFound
+from gateway.errors import BadPath, Forbidden, MethodNotAllowed, NotFound
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header
 from gateway.policy.router import PARAM_VALUE
 
@@ -45,8 +45,8 @@ class RoutingStage:
             if not allow:
                 raise NotFound(detail="no route for this path")
             if preflight:
-                from gateway.errors import Forbidden
-                raise Forbidden("cors.method_denied", "method not allowed for this path")
+                raise Forbidden("cors.method_denied", "method not allowed for this path",
+                                headers={"Vary": "Origin"})
             raise MethodNotAllowed(detail=f"{method} is not allowed here",
                                    headers={"Allow": _allow_header(allow)})
         for value in params.values():

@@ -7,12 +7,19 @@ would leave a reviewer guessing which one wins, so it is a load error).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gateway.clientaddr import parse_network
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _cidr(value: str) -> str:
+    parse_network(value)  # ValueError names the entry
+    return value
 
 
 class Strict(BaseModel):
@@ -117,7 +124,7 @@ class PolicyFile(Strict):
     upstream: UpstreamSpec | None = None
     defaults: Defaults | None = None
     limits: Limits | None = None
-    trusted_proxies: list[str] | None = None
+    trusted_proxies: list[Annotated[str, AfterValidator(_cidr)]] | None = None
     auth: Any = None
     cors: Any = None
     rate_limits: Any = None

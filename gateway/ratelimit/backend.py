@@ -129,7 +129,11 @@ class Backend:
             try:
                 async with asyncio.timeout(self.budget):
                     return await op(self.shared)
-            except STORAGE_ERRORS as exc:
+            except (asyncio.CancelledError, ServiceUnavailable):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                # Any failure of the shared store is a storage error, not a 500: uvloop raises
+                # RuntimeError when Redis dies mid-connect, which `limits` does not wrap.
                 self._set_degraded(True, exc)
         self._maybe_probe()
         if self.mode == "local":
@@ -167,11 +171,21 @@ class Backend:
 
     async def _check(self) -> None:
         ok = False
-        with contextlib.suppress(*STORAGE_ERRORS):
+        with contextlib.suppress(Exception):
+            # Connections pooled before the outage point at a dead server and would fail the
+            # first requests after recovery (flipping us back to degraded): drop them first.
+            await self._drop_pooled_connections()
             async with asyncio.timeout(self.budget):
                 ok = await self.shared.storage.check()
         if ok:
             self._set_degraded(False)
+
+    async def _drop_pooled_connections(self) -> None:
+        bridge = getattr(self.shared.storage, "bridge", None)
+        client = getattr(bridge, "storage", None)
+        pool = getattr(client, "connection_pool", None)
+        if pool is not None:
+            await pool.disconnect(inuse_connections=False)
 
     async def aclose(self) -> None:
         if self._probe is not None:
