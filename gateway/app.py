@@ -26,7 +26,7 @@ from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.cors import CorsStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.ratelimit import RateLimitStage
-from gateway.pipeline.requestid import Observer, RequestIdStage
+from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
 from gateway.pipeline.webhook import WebhookStage
@@ -50,6 +50,8 @@ class Gateway:
         self.policy = policy or load_policy(settings.policy_dir, self.env, settings.production)
         self.readiness = Readiness()
         self.metrics = process_metrics()
+        self.in_flight = InFlight()
+        self._sampler: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(self.policy.digest)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
@@ -160,7 +162,13 @@ class Gateway:
         app = RoutingStage(app)                                         # 4 route match
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
-        return RequestIdStage(app, self.current_policy, self.observers)
+        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)
+
+    async def _sample_in_flight(self) -> None:
+        # Sampled, not counted per request: each multiprocess gauge write costs several µs.
+        while True:
+            self.metrics.set_in_flight(self.in_flight.n)
+            await asyncio.sleep(1.0)
 
     async def _auth_failed(self, ip: str) -> None:
         if self.limiter is not None:
@@ -173,6 +181,7 @@ class Gateway:
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
         await self.audit.start()
+        self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
         self.reloader.start_watching()
         if self.jwks is not None:
             await self.jwks.start()
@@ -184,6 +193,8 @@ class Gateway:
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
+        if self._sampler is not None:
+            self._sampler.cancel()
         await self.forwarder.close()
         if self.jwks is not None:
             await self.jwks.close()
@@ -203,11 +214,7 @@ class Gateway:
                 status, body = await self.readiness.evaluate()
                 await send_json(send, status, body)
                 return
-            self.metrics.in_flight_inc()
-            try:
-                await self.pipeline(scope, receive, send)
-            finally:
-                self.metrics.in_flight_dec()
+            await self.pipeline(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         # websocket: not routed by this gateway; uvicorn closes it when we return.

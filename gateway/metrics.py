@@ -172,6 +172,9 @@ class Metrics:
 
     __call__ = observe
 
+    def set_in_flight(self, n: int) -> None:
+        self.in_flight.set(n)
+
     def in_flight_inc(self) -> None:
         self.in_flight.inc()
 

@@ -23,14 +23,24 @@ _GOOD_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
 Observer = Callable[[Scope, RequestContext], None]
 
 
+class InFlight:
+    """Requests being served by this process; shared by every pipeline a reload builds."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class RequestIdStage:
     """Creates the request context; sheds load over the in-flight cap; renders refusals."""
 
-    def __init__(self, app: ASGIApp, policy: Callable[[], object], observers: list[Observer]) -> None:
+    def __init__(self, app: ASGIApp, policy: Callable[[], object], observers: list[Observer],
+                 in_flight: InFlight | None = None) -> None:
         self.app = app
         self.policy = policy
         self.observers = observers
-        self.in_flight = 0
+        self.in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = header(scope, b"x-request-id")
@@ -38,9 +48,10 @@ class RequestIdStage:
         client = scope.get("client")
         ctx = RequestContext(rid, client[0] if client else "0.0.0.0", self.policy())  # type: ignore[arg-type]
         scope["gateway"] = ctx
-        self.in_flight += 1
+        in_flight = self.in_flight
+        in_flight.n += 1
         try:
-            if self.in_flight > ctx.policy.limits.max_in_flight:
+            if in_flight.n > ctx.policy.limits.max_in_flight:
                 raise ServiceUnavailable(
                     "gateway.overloaded", "too many requests in flight; retry shortly",
                     headers={"Retry-After": str(ctx.policy.limits.shed_retry_after)},
@@ -56,7 +67,7 @@ class RequestIdStage:
             log.exception("unhandled error", extra={"request_id": rid})
             await self._refuse(scope, ctx, GatewayError(detail="internal error"), send)
         finally:
-            self.in_flight -= 1
+            in_flight.n -= 1
             for observe in self.observers:
                 try:
                     observe(scope, ctx)

@@ -108,7 +108,7 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], path: str,
                           f"{exc.args[0]} is not set and has no default")
             return value
         # A quoted scalar stays a string; an unquoted one is re-resolved so `${PORT:-8080}` is an int.
-        if node.style is None:
+        if getattr(node, "style", None) is None:
             try:
                 value = yaml.safe_load(expanded) if expanded else expanded
             except yaml.YAMLError:

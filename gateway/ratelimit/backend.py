@@ -114,6 +114,8 @@ class Backend:
         on_state_change: Callable[[bool], None] | None = None,
     ) -> None:
         self.shared = Store(storage, local=False)
+        # An in-process store cannot hang or fail like a network one: no timeout, no fallback.
+        self.in_process = isinstance(storage, MemoryStorage)
         self.local = Store(MemoryStorage(), local=True)
         self.mode = on_storage_error
         # A hit may take a few round trips; bound the whole operation, not only each socket call.
@@ -125,6 +127,8 @@ class Backend:
 
     async def run(self, op: Callable[[Store], Awaitable[T]], *, never_closed: bool = False) -> T:
         """Run `op` on the shared store, else per the error policy (`OPEN` sentinel in open mode)."""
+        if self.in_process:
+            return await op(self.shared)
         if not self.degraded:
             try:
                 async with asyncio.timeout(self.budget):
