@@ -168,6 +168,7 @@ class Gateway:
         # Sampled, not counted per request: each multiprocess gauge write costs several µs.
         while True:
             self.metrics.set_in_flight(self.in_flight.n)
+            self.metrics.flush()
             await asyncio.sleep(1.0)
 
     async def _auth_failed(self, ip: str) -> None:
@@ -195,6 +196,7 @@ class Gateway:
         await self.reloader.stop()
         if self._sampler is not None:
             self._sampler.cancel()
+        self.metrics.flush()
         await self.forwarder.close()
         if self.jwks is not None:
             await self.jwks.close()

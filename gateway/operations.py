@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog, request_record
@@ -46,12 +47,10 @@ class AuditObserver:
         self.org_claim = org_claim
 
     def __call__(self, scope: Scope, ctx: RequestContext) -> None:
-        import time
-
-        duration_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
-        route_id = ctx.route.id if ctx.route is not None else None
         method = scope["method"]
+        route_id = ctx.route.id if ctx.route is not None else None
         if ctx.decision != "allow" or method in MUTATING or ctx.audit_extra:
+            duration_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
             claims = ctx.claims or {}
             sub = claims.get("sub")
             org = claim_at(claims, self.org_claim) if claims else None

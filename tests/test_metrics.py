@@ -52,6 +52,7 @@ def ctx_for(route: str | None, status: int = 200, decision: str = "allow", reaso
 
 def samples(name: str | None = None) -> list[Sample]:
     """What a scrape of the admin listener would see, as samples."""
+    metrics_mod.flush_all()
     out = [s for m in metrics_registry().collect() for s in m.samples]
     return [s for s in out if name is None or s.name == name]
 
@@ -197,6 +198,7 @@ def _worker(n: int, route: str) -> None:
     m = metrics_mod.process_metrics()
     for _ in range(n):
         m.observe({"method": "GET"}, ctx_for(route))
+    m.flush()
     m.in_flight_inc()
     m.set_degraded(route == "b")
     m.policy_loaded("cafe01")
@@ -247,6 +249,7 @@ def test_prepare_without_a_path_makes_a_fresh_directory(monkeypatch: pytest.Monk
 def test_single_process_mode_uses_private_registries(single: None) -> None:
     a, b = Metrics(), Metrics()  # no duplicate-registration error: each has its own registry
     a.observe({"method": "GET"}, ctx_for("echo.get"))
+    a.flush()
     assert isinstance(a.registry, CollectorRegistry)
     assert a.registry.get_sample_value("gateway_requests_total", {
         "route": "echo.get", "method": "GET", "status_class": "2xx", "decision": "allow"}) == 1
@@ -264,6 +267,7 @@ def _get(url: str, method: str = "GET") -> tuple[int, bytes]:
 
 def test_admin_listener_serves_metrics_and_nothing_else(mp_dir: Path) -> None:
     metrics_mod.process_metrics().observe({"method": "GET"}, ctx_for("echo.get"))
+    metrics_mod.flush_all()
     port = free_port()
     stop = start_admin(Settings(admin_host="127.0.0.1", admin_port=port))
     try:

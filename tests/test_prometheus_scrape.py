@@ -183,7 +183,8 @@ def test_prometheus_counts_requests_across_two_workers(
         wait_for(lambda: any(t["health"] == "up" for t in prom.api("targets")["activeTargets"]), 20,
                  f"the gateway target to be up ({prom.log_path})")
         expr = 'sum(gateway_requests_total{route="echo.get"})'
-        result = wait_for(lambda: prom.query(expr), 15, expr)
+        # Counts are flushed to the shared files once a second: wait for the full count.
+        result = wait_for(lambda: (r := prom.query(expr)) and float(r[0]["value"][1]) >= SENT and r, 15, expr)
         assert float(result[0]["value"][1]) == SENT
 
         series = prom.query("gateway_requests_total")

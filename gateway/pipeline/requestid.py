@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
+from os import urandom
 from collections.abc import Callable
 
 from gateway.context import RequestContext
@@ -44,7 +44,7 @@ class RequestIdStage:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = header(scope, b"x-request-id")
-        rid = incoming.decode() if incoming is not None and _GOOD_ID.match(incoming) else secrets.token_hex(12)
+        rid = incoming.decode() if incoming is not None and _GOOD_ID.match(incoming) else urandom(12).hex()
         client = scope.get("client")
         ctx = RequestContext(rid, client[0] if client else "0.0.0.0", self.policy())  # type: ignore[arg-type]
         scope["gateway"] = ctx
