@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import re
-from os import urandom
 from collections.abc import Callable
+from os import urandom
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ServiceUnavailable
