@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Generator
 
 import uvicorn
 
@@ -21,9 +23,22 @@ def main() -> int:
         print(f"upstream_stub: refusing to start: {exc}", file=sys.stderr)
         return 2
     # Our own access log omits query strings (OAuth codes travel there); uvicorn's would print them.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, lifespan="on", timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
-    return 0
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            access_log=False, lifespan="on",
+                            timeout_graceful_shutdown=int(settings.shutdown_grace) + 5)
+    server = _CleanExitServer(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+class _CleanExitServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM after a graceful shutdown (exit -15); a clean stop exits 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ async def test_module_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), 15)
-    # uvicorn re-raises the captured SIGTERM after a clean shutdown, so -SIGTERM is a normal exit here.
-    assert proc.returncode in (0, -signal.SIGTERM), out.decode()
+    # A graceful stop is a clean exit (uvicorn's re-raise of the signal is suppressed).
+    assert proc.returncode == 0, out.decode()
     assert b"upstream stopped" in out and b"Application shutdown complete" in out
 
 
