@@ -85,7 +85,7 @@ class Gateway:
         old_limiter = self.limiter
         if old_limiter is None or old_limiter.settings != rl_settings:
             self.limiter = RateLimiter.from_settings(rl_settings, settings.redis_url,
-                                                     on_state_change=self.metrics.set_degraded)
+                                                     on_state_change=self._ratelimit_state)
             if old_limiter is not None:
                 # In-flight requests may still hold it; close it once they have had time to finish.
                 asyncio.get_running_loop().call_later(
@@ -153,7 +153,7 @@ class Gateway:
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
         app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
-                           self.metrics.webhook)
+                           self.metrics.webhook, self.metrics.redis_error)
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
                         blocked=guard.check, failed=self._auth_failed)
         app = BodyLimitStage(app)                                       # 6 size caps
@@ -163,6 +163,11 @@ class Gateway:
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)
+
+    def _ratelimit_state(self, degraded: bool) -> None:
+        self.metrics.set_degraded(degraded)
+        if degraded:
+            self.metrics.redis_error("ratelimit")
 
     async def _sample_in_flight(self) -> None:
         # Sampled, not counted per request: each multiprocess gauge write costs several µs.

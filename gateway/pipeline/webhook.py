@@ -28,10 +28,12 @@ Outcome = Callable[[str, str], None]
 class WebhookStage:
     """Verifies `auth: webhook` routes and guards the upstream against replays."""
 
-    def __init__(self, app: ASGIApp, store: Callable[[], DedupeStore], outcome: Outcome | None = None) -> None:
+    def __init__(self, app: ASGIApp, store: Callable[[], DedupeStore], outcome: Outcome | None = None,
+                 store_error: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.store = store
         self.outcome = outcome or (lambda route, what: None)
+        self.store_error = store_error or (lambda component: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope["gateway"]
@@ -56,7 +58,11 @@ class WebhookStage:
             return
         store = self.store()
         key = dedupe_key(route.id, delivery_id, body)
-        state = await store.acquire(key, wh.dedupe.in_progress_seconds)
+        try:
+            state = await store.acquire(key, wh.dedupe.in_progress_seconds)
+        except GatewayError:
+            self.store_error("webhook_dedupe")  # fail closed (503): the sender retries later
+            raise
         if state == "done":
             self.outcome(route.id, "duplicate")
             await _duplicate(send, ctx)
@@ -69,10 +75,9 @@ class WebhookStage:
             status = await self._forward(scope, receive, send, route.id)
         finally:
             # Shielded: a client disconnect must not leave the key locked until its TTL.
-            if 200 <= status < 300:
-                await asyncio.shield(_settle(store.complete(key, wh.dedupe.window_seconds), ctx))
-            else:
-                await asyncio.shield(_settle(store.release(key), ctx))
+            op = store.complete(key, wh.dedupe.window_seconds) if 200 <= status < 300 else store.release(key)
+            if not await asyncio.shield(_settle(op, ctx)):
+                self.store_error("webhook_dedupe")
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send, route_id: str) -> int:
         status = 0
@@ -92,13 +97,15 @@ class WebhookStage:
         return status
 
 
-async def _settle(op: object, ctx: RequestContext) -> None:
+async def _settle(op: object, ctx: RequestContext) -> bool:
     try:
         await op  # type: ignore[misc]
     except GatewayError as err:
         # The upstream already answered; turning that into a 503 would make the sender retry a
         # processed delivery. Logged and counted instead.
         log.error("dedupe store: %s", err.reason, extra={"request_id": ctx.request_id})
+        return False
+    return True
 
 
 async def _duplicate(send: Send, ctx: RequestContext) -> None:
