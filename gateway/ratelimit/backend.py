@@ -15,6 +15,7 @@ request); a background probe PINGs it at most once per second and clears the fla
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -41,6 +42,51 @@ from gateway.errors import ServiceUnavailable
 log = logging.getLogger("gateway.ratelimit")
 T = TypeVar("T")
 OPEN: Any = object()  # returned by Backend.run in `open` mode: caller allows without counting
+class SweepingMemoryStorage(MemoryStorage):
+    """`limits`' async MemoryStorage with a cheaper expiry sweep.
+
+    Upstream re-schedules the sweep on every hit whenever the previous one has finished, and the
+    sweep walks every key with one `asyncio.to_thread` hop per moving-window key: with thousands
+    of users that is a constant background load (measured here: ~50 µs of CPU per request at
+    5,000 keys, most of it thread hand-offs). Reads already expire lazily (`get` and the window
+    arithmetic compare timestamps), so the sweep only frees memory: here it runs at most every
+    `sweep_interval` seconds, inline, yielding to the loop every few hundred keys.
+    """
+
+    sweep_interval = 2.0
+    _next_sweep = 0.0
+
+    async def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802 - overrides a private hook
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.sweep_interval
+        await super()._MemoryStorage__schedule_expiry()  # type: ignore[misc]
+
+    async def _MemoryStorage__expire_events(self) -> None:  # noqa: N802 - overrides a private hook
+        try:
+            now = time.time()
+            # No await while a key is being edited, so no hit interleaves with it (same effect
+            # as upstream's per-key lock).
+            for n, key in enumerate(list(self.events)):
+                events = self.events.get(key)
+                if events:
+                    cutoff = bisect.bisect_left(events, -now, key=lambda event: -event.expiry)
+                    self.events[key] = events[:cutoff]
+                if not self.events.get(key):
+                    self.events.pop(key, None)
+                    self.locks.pop(key, None)
+                if n % 500 == 499:
+                    await asyncio.sleep(0)
+            now = time.time()
+            for key in [k for k, exp in self.expirations.items() if exp <= now]:
+                self.storage.pop(key, None)
+                self.expirations.pop(key, None)
+                self.locks.pop(key, None)
+        except asyncio.CancelledError:
+            return
+
+
 STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError, TimeoutError)
 PROBE_INTERVAL = 1.0
 POOL_SIZE = 128  # connections per process; one is held for one round trip (~100 µs)
@@ -57,7 +103,7 @@ _SCHEMES = {
 def storage_from_url(url: str | None, timeout: float = 0.25) -> Storage:
     """`limits` async storage for GATEWAY_REDIS_URL (`redis://` becomes `async+redis://`)."""
     if url is None:
-        return MemoryStorage()
+        return SweepingMemoryStorage()
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower().removeprefix("async+")
     if not sep or scheme not in _SCHEMES:
@@ -116,7 +162,7 @@ class Backend:
         self.shared = Store(storage, local=False)
         # An in-process store cannot hang or fail like a network one: no timeout, no fallback.
         self.in_process = isinstance(storage, MemoryStorage)
-        self.local = Store(MemoryStorage(), local=True)
+        self.local = Store(SweepingMemoryStorage(), local=True)
         self.mode = on_storage_error
         # A hit may take a few round trips; bound the whole operation, not only each socket call.
         self.budget = timeout * 2
