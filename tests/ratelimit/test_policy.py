@@ -134,7 +134,7 @@ def test_claim_values(
         ("rediss://127.0.0.1:1/0", "RedisStorage"),
         ("redis+sentinel://127.0.0.1:1/mymaster", "RedisSentinelStorage"),
         ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "RedisClusterStorage"),
-        (None, "MemoryStorage"),
+        (None, "SweepingMemoryStorage"),
     ],
 )
 def test_storage_from_url(url: str | None, cls_name: str) -> None:
@@ -155,3 +155,35 @@ def test_redis_client_is_pooled_with_small_timeouts() -> None:
     assert pool.connection_kwargs["socket_connect_timeout"] == 0.2
     assert pool.connection_kwargs["db"] == 3
     assert pool.connection_kwargs["retry"].get_retries() == 0
+
+
+async def test_sweeping_memory_storage_expires_and_sweeps_rarely() -> None:
+    """Expired entries stop counting at once (lazy reads) and are freed by a sweep that runs at
+    most once per interval, inline (no thread hop per key)."""
+    import asyncio
+
+    from gateway.ratelimit.backend import SweepingMemoryStorage
+
+    s = SweepingMemoryStorage()
+    s.sweep_interval = 0.2
+    sweeps = 0
+    original = s._MemoryStorage__expire_events  # type: ignore[attr-defined]
+
+    async def counting() -> None:
+        nonlocal sweeps
+        sweeps += 1
+        await original()
+
+    s._MemoryStorage__expire_events = counting  # type: ignore[attr-defined]
+    for i in range(300):
+        assert await s.acquire_entry(f"k{i % 30}", 100, 1)
+        await asyncio.sleep(0)
+    assert sweeps == 1
+    assert await s.incr("counter", 1) == 1
+    await asyncio.sleep(1.1)
+    assert await s.get("counter") == 0  # expired on read, before any sweep
+    assert (await s.get_moving_window("k1", 100, 1))[1] == 0
+    await s.acquire_entry("trigger", 100, 1)  # past the interval: schedules one sweep
+    await asyncio.sleep(0.05)
+    assert sweeps == 2
+    assert "k1" not in s.events and "counter" not in s.storage
