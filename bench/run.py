@@ -44,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--tokens", type=int, default=5000,
                    help="distinct users to cycle through, so per-user rate limits never bind (default 5000)")
+    p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=[],
+                   help="extra one-worker gateway runs: redis (Redis-backed limits), nocache (no token cache)")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers",
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{b.upstream_port}; wrk -t1 -c{args.conns} -d{args.duration}s, warm-up {args.warmup}s, "
               f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
         out = report.Report(args.conns, args.duration, comparable)
-        for t in targets.all_targets(args.workers, args.gateway_redis, comparable):
+        for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants):
             if t.kind in args.only:
                 measure(b, t, args, script, tokens_file, minted[0], out)
     except KeyboardInterrupt:

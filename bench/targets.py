@@ -96,7 +96,22 @@ def fastify_full(b: Bench) -> Launched:
     return Launched(_url(proc.port or 0), [proc, redis])
 
 
-def gateway(workers: int) -> Callable[[Bench], Launched]:
+def _policy_without_token_cache(b: Bench) -> Path:
+    """A copy of the shipped policy with the verified-token cache off (`auth.jwt.cache_size: 0`)."""
+    import shutil
+
+    import yaml
+
+    out = b.work / "policies-nocache"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(b.root / "policies", out)
+    doc = yaml.safe_load((out / "gateway.yaml").read_text())
+    doc["auth"]["jwt"]["cache_size"] = 0
+    (out / "gateway.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return out
+
+
+def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True) -> Callable[[Bench], Launched]:
     def start(b: Bench) -> Launched:
         started: list[Proc] = []
         # A clean GATEWAY_* environment: nothing inherited from the caller's shell changes the run.
@@ -106,10 +121,11 @@ def gateway(workers: int) -> Callable[[Bench], Launched]:
             "GATEWAY_ENV": "development", "GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(port),
             "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(free_port()),
             "GATEWAY_UPSTREAM_URL": f"http://{LOOPBACK}:{b.upstream_port}",
-            "GATEWAY_WORKERS": str(workers), "GATEWAY_POLICY_DIR": str(b.root / "policies"),
+            "GATEWAY_WORKERS": str(workers),
+            "GATEWAY_POLICY_DIR": str(b.root / "policies" if token_cache else _policy_without_token_cache(b)),
             "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
         })
-        if b.gateway_redis:
+        if b.gateway_redis if with_redis is None else with_redis:
             redis, redis_url = peers.start_redis(b.procs, b.work, f"redis-gateway-w{workers}")
             started.append(redis)
             env["GATEWAY_REDIS_URL"] = redis_url
@@ -126,7 +142,8 @@ def gateway(workers: int) -> Callable[[Bench], Launched]:
     return start
 
 
-def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool) -> list[Target]:
+def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
+                variants: list[str] | None = None) -> list[Target]:
     suffix = " +redis" if gateway_redis else ""
     upstream = "upstream direct" if nginx_upstream else "upstream (PY FALLBACK)"
     return [
@@ -135,6 +152,12 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool) -
         Target("fastify floor", "floor", fastify_floor),
         Target("fastify full", "full", fastify_full),
         *(Target(f"gateway w{w}{suffix}", "gateway", gateway(w), workers=w, sweep=True) for w in workers),
+        # One-worker variants that isolate one cost each (issue figures): Redis-backed rate limits
+        # and webhook state, and the verified-token cache switched off.
+        *(Target("gateway w1 +redis", "gateway", gateway(1, with_redis=True), workers=1)
+          for v in variants or [] if v == "redis"),
+        *(Target("gateway w1 nocache", "gateway", gateway(1, token_cache=False), workers=1)
+          for v in variants or [] if v == "nocache"),
     ]
 
 

@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from limits import RateLimitItem
 
 
+RECHECK = 1.0
+CLEAR_CACHE_MAX = 100_000
+
+
 def _esc(ip: str) -> str:
     return ip.replace("%", "%25").replace("/", "%2F")
 
@@ -33,9 +37,16 @@ class BruteForceGuard:
         self.policy = policy
         self._item: RateLimitItem = policy.item()
         self._local_item: RateLimitItem = policy.item(replicas)
+        # Addresses seen unblocked recently: not asked again for RECHECK seconds. Saves a shared
+        # store round trip on nearly every request; a block set by another replica is seen here at
+        # most RECHECK seconds late (failures are still counted exactly, in the shared store).
+        self._clear_until: dict[str, float] = {}
 
     async def blocked(self, ip: str) -> int | None:
         """Seconds left on this address's block, or None when it may try to authenticate."""
+        now = time.monotonic()
+        if self._clear_until.get(ip, 0.0) > now:
+            return None
         key = f"gw/bf-block/{_esc(ip)}"
 
         async def op(store: Store) -> int | None:
@@ -45,10 +56,16 @@ class BruteForceGuard:
             return max(1, left)
 
         result = await self.backend.run(op)
-        return None if result is OPEN else result
+        if result is OPEN or result is None:
+            if len(self._clear_until) >= CLEAR_CACHE_MAX:
+                self._clear_until.clear()
+            self._clear_until[ip] = now + RECHECK
+            return None
+        return result
 
     async def record_failure(self, ip: str) -> int | None:
         """Count one failed authentication; returns the cool-down if this failure started a block."""
+        self._clear_until.pop(ip, None)
         ident = ("bf", _esc(ip))
         key = f"gw/bf-block/{_esc(ip)}"
         cooldown = self.policy.cooldown_seconds

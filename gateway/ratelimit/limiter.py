@@ -151,8 +151,13 @@ class RateLimiter:
             strategy = store.strategies[policy.strategy]
             items = policy.local_items if store.local else policy.items
             worst: tuple[Any, ...] = ()
+            batched = await _fixed_window_batch(store, items, ids) if fixed else None
             for idx, item in enumerate(items):
-                if fixed:
+                if batched is not None:
+                    count, ttl = batched[idx]
+                    ok, remaining = count <= item.amount, max(0, item.amount - count)
+                    reset = time.time() + max(ttl, 0)
+                elif fixed:
                     # FixedWindowRateLimiter.hit + get_window_stats is 3 round trips; incr already
                     # returns the count, so 2 suffice (same keys, same semantics).
                     key = item.key_for(*ids)
@@ -184,3 +189,22 @@ class RateLimiter:
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]] | None:
+    """Every fixed-window item of a request in ONE Redis round trip: MULTI; SET key 0 EX w NX;
+    INCR key; TTL key; ... EXEC. Same keys (with the `limits` prefix) and the same semantics as
+    `limits`' incr-with-expiry script, which costs two round trips per item with the TTL read.
+    None when the store is not a single Redis (memory, cluster): the caller goes item by item."""
+    storage = store.storage
+    if store.local or type(storage).__name__ != "RedisStorage":
+        return None
+    bridge = storage.bridge  # type: ignore[attr-defined]
+    pipe = bridge.get_connection().pipeline(transaction=True)
+    for item in items:
+        key = bridge.prefixed_key(item.key_for(*ids))
+        pipe.set(key, 0, ex=item.get_expiry(), nx=True)
+        pipe.incr(key)
+        pipe.ttl(key)
+    results = await pipe.execute()
+    return [(int(results[3 * i + 1]), int(results[3 * i + 2])) for i in range(len(items))]

@@ -84,24 +84,24 @@ async def test_probe_at_most_once_per_second(
 ) -> None:
     limiter = make_limiter("redis", url=own_redis.url)
     storage = limiter.backend.shared.storage
-    calls = {"ping": 0, "incr": 0}
-    real_check, real_incr = storage.check, storage.incr
+    calls = {"ping": 0, "acquire": 0}
+    real_check, real_acquire = storage.check, storage.acquire_entry
 
     async def counting_check() -> bool:
         calls["ping"] += 1
         return await real_check()
 
-    async def counting_incr(*a: object, **kw: object) -> int:
-        calls["incr"] += 1
-        return await real_incr(*a, **kw)  # type: ignore[arg-type]
+    async def counting_acquire(*a: object, **kw: object) -> bool:
+        calls["acquire"] += 1
+        return await real_acquire(*a, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(storage, "check", counting_check)
-    monkeypatch.setattr(storage, "incr", counting_incr)
+    monkeypatch.setattr(storage, "acquire_entry", counting_acquire)
     own_redis.kill()
-    policy = RateLimitPolicy(limits="1000/minute", strategy="fixed-window")
+    policy = RateLimitPolicy(limits="1000/minute", strategy="moving-window")
     assert all(await hits(limiter, route_id, policy, 200))
     await asyncio.sleep(0)
-    assert calls == {"ping": 0, "incr": 1}  # one failed attempt, then Redis is left alone
+    assert calls == {"ping": 0, "acquire": 1}  # one failed attempt, then Redis is left alone
     await asyncio.sleep(1.05)
     assert all(await hits(limiter, route_id, policy, 200))
     await asyncio.sleep(0.3)
