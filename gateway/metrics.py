@@ -215,11 +215,6 @@ class Metrics:
     def set_in_flight(self, n: int) -> None:
         self.in_flight.set(n)
 
-    def in_flight_inc(self) -> None:
-        self.in_flight.inc()
-
-    def in_flight_dec(self) -> None:
-        self.in_flight.dec()
 
     # -- explicit events --
 

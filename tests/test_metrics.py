@@ -199,7 +199,7 @@ def _worker(n: int, route: str) -> None:
     for _ in range(n):
         m.observe({"method": "GET"}, ctx_for(route))
     m.flush()
-    m.in_flight_inc()
+    m.set_in_flight(1)
     m.set_degraded(route == "b")
     m.policy_loaded("cafe01")
 

@@ -10,16 +10,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from gateway.errors import PolicyError
 from gateway.policy.compiled import CompiledPolicy, CompiledRoute, digest_of
 from gateway.policy.router import PathTemplate, RouteTable
 from gateway.policy.schema import MUTATING, Defaults, Limits, PolicyFile, RouteSpec, UpstreamSpec
 from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml
-
-SINGLE_SECTIONS = ("version", "upstream", "defaults", "limits", "trusted_proxies", "auth", "cors",
-                   "rate_limits", "audit")
 
 
 class LoadContext:
@@ -255,10 +252,6 @@ def _compile_route(src: SourceFile, base: Loc, spec: RouteSpec, defaults: Defaul
 RouteFixup = Callable[[CompiledRoute, RouteSpec, LoadContext], None]
 ROUTE_FIXUPS: list[RouteFixup] = []
 
-
-def validate_model(model: type[BaseModel], raw: Any) -> Any:
-    """Validate a section with a feature's own model; errors surface with their location."""
-    return model.model_validate(raw)
 
 
 # Feature compilers register themselves in ROUTE_PARTS / SECTIONS; importing them here keeps the
