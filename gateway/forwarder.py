@@ -147,6 +147,10 @@ class Forwarder:
             raise BadRequest("request.bad_framing", "the body does not match its Content-Length") from exc
         except UpstreamError as exc:
             raise BadGateway(detail="the upstream is unavailable") from exc
+        except ValueError as exc:
+            # The pool refuses to write a request head it considers unsafe (CR/LF, bad target);
+            # earlier stages should have refused it already, so this is the client's request.
+            raise BadRequest("request.invalid", "the request cannot be forwarded safely") from exc
         try:
             await self._relay(scope, ctx, resp, send)
         finally:
