@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from limits.aio.storage import MemoryStorage
+
 from gateway.errors import TooManyRequests
 from gateway.ratelimit.backend import OPEN, Backend, Store, storage_from_url
 from gateway.ratelimit.bruteforce import BruteForceGuard
@@ -192,11 +194,19 @@ class RateLimiter:
 
 
 async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]] | None:
-    """Every fixed-window item of a request in ONE Redis round trip: MULTI; SET key 0 EX w NX;
-    INCR key; TTL key; ... EXEC. Same keys (with the `limits` prefix) and the same semantics as
-    `limits`' incr-with-expiry script, which costs two round trips per item with the TTL read.
-    None when the store is not a single Redis (memory, cluster): the caller goes item by item."""
+    """Every fixed-window item of a request in one step.
+
+    Redis: ONE round trip, MULTI; SET key 0 EX w NX; INCR key; TTL key; ... EXEC — the same keys
+    (with the `limits` prefix) and semantics as `limits`' incr-with-expiry script, which costs two
+    round trips per item with the TTL read. In process: the same counter and expiry tables that
+    `limits`' MemoryStorage.incr/get_expiry use, updated without the per-call lock and awaits
+    (nothing else can run between two statements here). None for other stores (cluster): the
+    caller goes item by item."""
     storage = store.storage
+    if isinstance(storage, MemoryStorage):
+        # Keeps expired counters from piling up (SweepingMemoryStorage runs it every few seconds).
+        await storage._MemoryStorage__schedule_expiry()  # type: ignore[attr-defined]
+        return _fixed_window_memory(storage, items, ids)
     if store.local or type(storage).__name__ != "RedisStorage":
         return None
     bridge = storage.bridge  # type: ignore[attr-defined]
@@ -208,3 +218,19 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
         pipe.ttl(key)
     results = await pipe.execute()
     return [(int(results[3 * i + 1]), int(results[3 * i + 2])) for i in range(len(items))]
+
+
+
+def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]]:
+    now = time.time()
+    counts, expirations = storage.storage, storage.expirations
+    out = []
+    for item in items:
+        key = item.key_for(*ids)
+        expiry = expirations.get(key)
+        if expiry is None or expiry <= now:
+            counts[key] = 0
+            expiry = expirations[key] = now + item.get_expiry()
+        counts[key] += 1
+        out.append((counts[key], math.ceil(expiry - now)))
+    return out

@@ -211,3 +211,27 @@ async def test_fixed_window_on_redis_is_one_round_trip_per_request(redis_srv) ->
     assert dict(results[0].headers)[b"ratelimit"] == b'"fw-batch-1s";r=2;t=1'
     assert 1 <= results[3].retry_after <= 1
     await limiter.aclose()
+
+
+async def test_fixed_window_in_process_matches_limits_own_accounting() -> None:
+    """The in-process fast path writes the very counters `limits` reads: its own fixed-window
+    strategy sees the same remaining count and window, and the window resets on time."""
+    import asyncio
+
+    from limits.aio.strategies import FixedWindowRateLimiter
+
+    from gateway.ratelimit import RateLimiter, RateLimitPolicy, RateLimitSettings, compile_policy
+    from gateway.ratelimit.limiter import identifiers
+
+    limiter = RateLimiter.from_settings(RateLimitSettings(), None)
+    policy = compile_policy(RateLimitPolicy(limits="3/second", key="sub", strategy="fixed-window"), "fw-mem", 1)
+    results = [await limiter.hit("fw-mem", policy, ip="192.0.2.1", sub="alice") for _ in range(4)]
+    assert [d.allowed for d in results] == [True, True, True, False]
+    storage = limiter.backend.shared.storage
+    ids = identifiers("fw-mem", policy.strategy, policy.key, "192.0.2.1", "alice", None)
+    _reset, remaining = await FixedWindowRateLimiter(storage).get_window_stats(policy.items[0], *ids)
+    assert remaining == 0
+    assert await FixedWindowRateLimiter(storage).hit(policy.items[0], *ids) is False
+    await asyncio.sleep(1.05)
+    assert (await limiter.hit("fw-mem", policy, ip="192.0.2.1", sub="alice")).allowed
+    await limiter.aclose()
