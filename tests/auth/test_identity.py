@@ -141,3 +141,21 @@ def test_dev_token_verifies_with_default_policy() -> None:
 def test_dev_token_rejects_nonpositive_ttl() -> None:
     with pytest.raises(ValueError):
         mint_dev_token("s" * 32, "a", "o", ttl=0)
+
+
+def test_cached_identity_parts_never_mix_users() -> None:
+    """The signer caches the identity part of the payload; each user still gets their own."""
+    import jwt as pyjwt
+
+    from gateway.auth import IdentitySigner
+
+    signer = IdentitySigner("k" * 40)
+    users = [("alice", "org-a", "admin"), ("bob", "org-b", "viewer"), ("alice", "org-b", "member")] * 2
+    for i, (sub, org, role) in enumerate(users):
+        token = signer.mint(request_id=f"rid-{i:08d}", route_id="r",
+                            claims={"sub": sub, "org_id": org, "org_role": role})
+        got = pyjwt.decode(token, "k" * 40, algorithms=["HS256"], audience="upstream")
+        assert (got["sub"], got["org_id"], got["org_role"], got["rid"]) == (sub, org, role, f"rid-{i:08d}")
+    service = pyjwt.decode(signer.mint(request_id="rid-x", route_id="webhooks.kommo", claims=None),
+                           "k" * 40, algorithms=["HS256"], audience="upstream")
+    assert service["kind"] == "service" and service["sub"] == "gateway:webhooks.kommo" and "org_id" not in service
