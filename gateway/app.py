@@ -55,8 +55,9 @@ class Gateway:
         self.metrics.policy_loaded(self.policy.digest)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
-        self.signer = IdentitySigner(settings.effective_identity_secret() or "unset",
-                                     audience=self.policy.upstream.name)
+        # No fallback key: an empty identity secret (production without GATEWAY_IDENTITY_SECRET)
+        # makes IdentitySigner refuse, so the gateway cannot start signing with a guessable key.
+        self.signer = IdentitySigner(settings.effective_identity_secret(), audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,

@@ -1,4 +1,4 @@
-"""`gateway` command line: serve, check, routes, token, audit verify."""
+"""`gateway` command line: serve, check, routes, token, audit verify, explain, test-policy."""
 
 from __future__ import annotations
 
@@ -93,6 +93,18 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return audit_verify_main(args.rest)
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from gateway.explain import explain_main
+
+    return explain_main(args.rest)
+
+
+def _cmd_test_policy(args: argparse.Namespace) -> int:
+    from gateway.policytest import policytest_main
+
+    return policytest_main(args.rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway", description="security-hardening API gateway")
     sub = parser.add_subparsers(dest="cmd")
@@ -109,9 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=3600)
     p = sub.add_parser("audit", help="audit log tools: `gateway audit verify FILE`")
     p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("explain", help="run one request through the pipeline in process and say why it "
+                                       "is allowed or denied (`gateway explain --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("test-policy", help="run YAML policy tests (default: <policy dir>/tests)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     handlers = {None: _cmd_serve, "serve": _cmd_serve, "check": _cmd_check, "routes": _cmd_routes,
-                "token": _cmd_token, "audit": _cmd_audit}
+                "token": _cmd_token, "audit": _cmd_audit, "explain": _cmd_explain,
+                "test-policy": _cmd_test_policy}
     return handlers[args.cmd](args)
 
 

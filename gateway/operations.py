@@ -143,8 +143,9 @@ class Reloader:
         from watchfiles import awatch
 
         try:
+            # Not recursive: policies/tests/ (YAML policy tests) is not policy.
             async for _changes in awatch(self.gateway.settings.policy_dir, step=int(interval * 1000),
-                                         debounce=int(interval * 1000)):
+                                         debounce=int(interval * 1000), recursive=False):
                 await self.reload("file-change")
         except asyncio.CancelledError:
             raise
