@@ -38,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.errors import ServiceUnavailable
+from gateway.ratelimit.resp import RespClient, RespError
 
 log = logging.getLogger("gateway.ratelimit")
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class SweepingMemoryStorage(MemoryStorage):
             return
 
 
-STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError, TimeoutError)
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageError, RedisError, OSError, TimeoutError, RespError)
 PROBE_INTERVAL = 1.0
 POOL_SIZE = 128  # connections per process; one is held for one round trip (~100 µs)
 _SCHEMES = {
@@ -98,6 +99,17 @@ _SCHEMES = {
     "redis+sentinel": "async+redis+sentinel",
     "redis+cluster": "async+redis+cluster",
 }
+
+
+def resp_client_from_url(url: str | None, timeout: float) -> RespClient | None:
+    """The lean client for a single Redis (Sentinel and Cluster stay on redis-py via `limits`)."""
+    if url is None:
+        return None
+    scheme, _, rest = url.partition("://")
+    scheme = scheme.lower().removeprefix("async+")
+    if scheme not in ("redis", "rediss", "unix", "redis+unix"):
+        return None
+    return RespClient(f"{scheme}://{rest}", connect_timeout=timeout)
 
 
 def storage_from_url(url: str | None, timeout: float = 0.25) -> Storage:
@@ -139,6 +151,8 @@ class Store:
     storage: Storage
     local: bool
     strategies: dict[str, RateLimiter] = field(default_factory=dict)
+    # Lean pipelined client to the same Redis, for the per-request fixed-window batch.
+    resp: RespClient | None = None
 
     def __post_init__(self) -> None:
         self.strategies = {
@@ -158,8 +172,9 @@ class Backend:
         on_storage_error: Literal["local", "open", "closed"] = "local",
         timeout: float = 0.25,
         on_state_change: Callable[[bool], None] | None = None,
+        resp: RespClient | None = None,
     ) -> None:
-        self.shared = Store(storage, local=False)
+        self.shared = Store(storage, local=False, resp=resp)
         # An in-process store cannot hang or fail like a network one: no timeout, no fallback.
         self.in_process = isinstance(storage, MemoryStorage)
         self.local = Store(SweepingMemoryStorage(), local=True)
@@ -225,8 +240,13 @@ class Backend:
             # Connections pooled before the outage point at a dead server and would fail the
             # first requests after recovery (flipping us back to degraded): drop them first.
             await self._drop_pooled_connections()
+            if self.shared.resp is not None:
+                # A host that vanished without a reset never reports its connection lost; a
+                # probe queued behind it would wait for ever.
+                await self.shared.resp.disconnect()
             async with asyncio.timeout(self.budget):
-                ok = await self.shared.storage.check()
+                ok = await self.shared.storage.check() and (
+                    self.shared.resp is None or await self.shared.resp.ping())
         if ok:
             self._set_degraded(False)
 
@@ -238,6 +258,8 @@ class Backend:
             await pool.disconnect(inuse_connections=False)
 
     async def aclose(self) -> None:
+        if self.shared.resp is not None:
+            await self.shared.resp.close()
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError, *STORAGE_ERRORS):

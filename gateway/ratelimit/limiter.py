@@ -22,9 +22,10 @@ from typing import Any
 from limits.aio.storage import MemoryStorage
 
 from gateway.errors import TooManyRequests
-from gateway.ratelimit.backend import OPEN, Backend, Store, storage_from_url
+from gateway.ratelimit.backend import OPEN, Backend, Store, resp_client_from_url, storage_from_url
 from gateway.ratelimit.bruteforce import BruteForceGuard
 from gateway.ratelimit.policy import CompiledRateLimit, RateLimitPolicy, RateLimitSettings, compile_policy
+from gateway.ratelimit.resp import RespError
 
 
 @dataclass(slots=True)
@@ -114,6 +115,7 @@ class RateLimiter:
             on_storage_error=settings.on_storage_error,
             timeout=settings.storage_timeout,
             on_state_change=on_state_change,
+            resp=resp_client_from_url(storage_url, settings.storage_timeout),
         )
         return cls(settings, backend)
 
@@ -210,13 +212,24 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
     if store.local or type(storage).__name__ != "RedisStorage":
         return None
     bridge = storage.bridge  # type: ignore[attr-defined]
-    pipe = bridge.get_connection().pipeline(transaction=True)
-    for item in items:
-        key = bridge.prefixed_key(item.key_for(*ids))
-        pipe.set(key, 0, ex=item.get_expiry(), nx=True)
-        pipe.incr(key)
-        pipe.ttl(key)
-    results = await pipe.execute()
+    if store.resp is not None:
+        # ~12 us of CPU per batch against ~107 us through redis-py (tests/ratelimit/bench_resp.py).
+        commands: list[tuple[bytes | str | int, ...]] = []
+        for item in items:
+            key = bridge.prefixed_key(item.key_for(*ids))
+            commands += [(b"SET", key, b"0", b"EX", item.get_expiry(), b"NX"), (b"INCR", key), (b"TTL", key)]
+        results = await store.resp.execute(commands)
+        for r in results:
+            if isinstance(r, RespError):  # e.g. WRONGTYPE: a storage error, as redis-py raises it
+                raise r
+    else:
+        pipe = bridge.get_connection().pipeline(transaction=True)
+        for item in items:
+            key = bridge.prefixed_key(item.key_for(*ids))
+            pipe.set(key, 0, ex=item.get_expiry(), nx=True)
+            pipe.incr(key)
+            pipe.ttl(key)
+        results = await pipe.execute()
     return [(int(results[3 * i + 1]), int(results[3 * i + 2])) for i in range(len(items))]
 
 
