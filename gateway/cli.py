@@ -105,7 +105,20 @@ def _cmd_test_policy(args: argparse.Namespace) -> int:
     return policytest_main(args.rest)
 
 
+# Subcommands that parse their own arguments (argparse.REMAINDER would swallow neither a leading
+# `--help` nor leading options, so they are dispatched before the top-level parser).
+PASSTHROUGH = {"explain": "gateway.explain:explain_main", "test-policy": "gateway.policytest:policytest_main",
+               "audit": "gateway.audit:audit_verify_main"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in PASSTHROUGH:
+        import importlib
+
+        module, func = PASSTHROUGH[argv[0]].split(":")
+        result: int = getattr(importlib.import_module(module), func)(argv[1:])
+        return result
     parser = argparse.ArgumentParser(prog="gateway", description="security-hardening API gateway")
     sub = parser.add_subparsers(dest="cmd")
     sub.add_parser("serve", help="run the gateway (default)")
