@@ -87,24 +87,6 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_audit(args: argparse.Namespace) -> int:
-    from gateway.audit import audit_verify_main
-
-    return audit_verify_main(args.rest)
-
-
-def _cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.explain import explain_main
-
-    return explain_main(args.rest)
-
-
-def _cmd_test_policy(args: argparse.Namespace) -> int:
-    from gateway.policytest import policytest_main
-
-    return policytest_main(args.rest)
-
-
 # Subcommands that parse their own arguments (argparse.REMAINDER would swallow neither a leading
 # `--help` nor leading options, so they are dispatched before the top-level parser).
 PASSTHROUGH = {"explain": "gateway.explain:explain_main", "test-policy": "gateway.policytest:policytest_main",
@@ -141,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     handlers = {None: _cmd_serve, "serve": _cmd_serve, "check": _cmd_check, "routes": _cmd_routes,
-                "token": _cmd_token, "audit": _cmd_audit, "explain": _cmd_explain,
-                "test-policy": _cmd_test_policy}
+                "token": _cmd_token}  # audit, explain, test-policy: see PASSTHROUGH
     return handlers[args.cmd](args)
 
 
