@@ -28,6 +28,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         print(f"gateway: refusing to start: {len(exc.errors)} policy error(s)", file=sys.stderr)
         return 2
+    if settings.workers > 1 and not settings.redis_url:
+        # Not an error (one host, no Redis is a valid setup), but operators must know.
+        print(f"gateway: warning: {settings.workers} workers without GATEWAY_REDIS_URL: rate limits, "
+              "brute-force counts and webhook replay state are per worker (limits are effectively "
+              f"x{settings.workers}); set GATEWAY_REDIS_URL to share them", file=sys.stderr)
     return serve(settings)
 
 

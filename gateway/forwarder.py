@@ -160,8 +160,10 @@ class Forwarder:
     async def _relay(self, scope: Scope, ctx: RequestContext, resp: H1Response, send: Send) -> None:
         raw = resp.headers
         named = _connection_tokens(raw)
-        headers = [(k, v) for k, v in raw if k not in RESPONSE_DROP and k not in named] if named else \
-            [(k, v) for k, v in raw if k not in RESPONSE_DROP]
+        # CORS is decided here, never by the upstream: the audited backend reflected any origin,
+        # and an upstream `Access-Control-Allow-Origin: *` would undo the gateway's policy.
+        headers = [(k, v) for k, v in raw
+                   if k not in RESPONSE_DROP and k not in named and not k.startswith(b"access-control-")]
         headers.append((b"x-request-id", ctx.request_id.encode()))
         headers.append((b"via", VIA))
         headers.extend(ctx.response_headers)

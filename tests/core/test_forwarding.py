@@ -84,3 +84,11 @@ def test_head_has_no_body(gw: Proc) -> None:
 def test_upstream_error_status_is_passed_through(gw: Proc) -> None:
     r = httpx.get(f"{gw.url}/v1/status?code=418")
     assert r.status_code == 418
+
+
+def test_upstream_cors_headers_never_reach_the_client(gw: Proc) -> None:
+    # The core policy has no CORS section: no origin is allowed, whatever the upstream says.
+    r = httpx.get(f"{gw.url}/v1/echo?acao=1", headers={"Origin": "https://evil.example"})
+    assert r.status_code == 200
+    assert not [k for k in r.headers if k.lower().startswith("access-control-")]
+    assert r.headers["vary"] == "Origin"
