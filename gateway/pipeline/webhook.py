@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gateway.context import RequestContext
 from gateway.errors import Conflict, GatewayError
@@ -97,9 +97,9 @@ class WebhookStage:
         return status
 
 
-async def _settle(op: object, ctx: RequestContext) -> bool:
+async def _settle(op: Awaitable[object], ctx: RequestContext) -> bool:
     try:
-        await op  # type: ignore[misc]
+        await op
     except GatewayError as err:
         # The upstream already answered; turning that into a 503 would make the sender retry a
         # processed delivery. Logged and counted instead.

@@ -7,6 +7,7 @@ import socket
 import time
 
 import httpx
+import pytest
 
 from tests.core.conftest import core_policy, gw, upstream  # noqa: F401  (module fixtures)
 from tests.support.gateway_proc import Proc
@@ -54,9 +55,9 @@ def test_chunked_body_over_cap_is_cut_and_upstream_never_sees_it_complete(gw: Pr
     assert r.status == 413
     time.sleep(0.3)
     after = upstream_bodies(upstream)[before:]
-    # Either the upstream never got the request, or it saw a broken (incomplete) one.
-    assert all(not b["complete"] or b["len"] <= 1024 and b["len"] != 2000 for b in after)
-    assert not any(b["complete"] and b["len"] > 1024 for b in after)
+    # Either the upstream never got the request, or it saw a broken (incomplete) one: never a
+    # complete body, whatever its length.
+    assert not [b for b in after if b["complete"]], after
 
 
 def test_per_route_cap_override(gw: Proc) -> None:  # noqa: F811
@@ -75,9 +76,9 @@ def test_stalled_body_is_408(gw: Proc) -> None:  # noqa: F811
     assert r.json()["reason"] == "request.body_timeout"
 
 
-def test_invalid_content_length_is_400(gw: Proc) -> None:  # noqa: F811
-    try:
-        r = raw_request(gw.port, b"POST /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1e3\r\nConnection: close\r\n\r\n")
-    except ConnectionError:
-        return  # the HTTP parser refused it before the app: also acceptable, nothing forwarded
+@pytest.mark.parametrize("value", [b"1e3", b"-1", b"+5", b"5, 5"], ids=["exponent", "negative", "plus", "list"])
+def test_invalid_content_length_is_400(gw: Proc, value: bytes) -> None:  # noqa: F811
+    # The HTTP parser refuses these before the app runs; either way the answer is a 400, not a reset.
+    r = raw_request(gw.port, b"POST /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: " + value
+                    + b"\r\nConnection: close\r\n\r\n")
     assert r.status == 400

@@ -13,6 +13,7 @@ import jwt
 import pytest
 
 from gateway.settings import DEV_IDENTITY_SECRET, DEV_JWT_SECRET
+from tests.policy.test_loader import THREE_MISTAKES
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "policies"
@@ -28,25 +29,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> s
                           capture_output=True, text=True, timeout=timeout)
 
 
-THREE_MISTAKES = """\
-auth:
-  jwt: {algorithms: [HS256]}
-routes:
-  - id: a.list
-    path: /v1/a
-    methods: [GET]
-    auth: jwt
-    tenant: {mode: verify, qery: orgId}
-  - id: b.list
-    path: /v1/b
-    methods: [GETT]
-    auth: jwt
-  - id: c.list
-    path: /v1/c
-    methods: [GET]
-    auth: jwt
-    timeouts: {total: -1}
-"""
+# The same three-mistake policy the loader tests use; here it goes through the CLI.
 
 
 def test_check_shipped_policy_exits_zero() -> None:
