@@ -92,7 +92,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except SetupError as exc:
         for line in exc.problems:
             print(line)
-        print(f"gateway check: {len(exc.problems)} problem(s); `serve` would refuse to start", file=sys.stderr)
+        print(f"gateway check: {len(exc.problems)} error(s); `serve` would refuse to start", file=sys.stderr)
         return 2
     policy = setup.policy
     print(f"OK: {len(policy.routes)} routes, policy digest {policy.digest}")

@@ -21,6 +21,8 @@ DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32
 MIN_DISTINCT_CHARS = 16
+MIN_DISTINCT_HEX = 8
+_HEX = frozenset("0123456789abcdef")
 
 if TYPE_CHECKING:
     from gateway.auth.sources import KeySources
@@ -41,9 +43,16 @@ def weak_secret(value: str) -> str | None:
 
 
 def guessable_secret(value: str) -> str | None:
-    """The pattern part of `weak_secret`: too few distinct characters, or a pattern repeated."""
-    if len(set(value)) < MIN_DISTINCT_CHARS:
-        return f"has fewer than {MIN_DISTINCT_CHARS} distinct characters (a weak, guessable value)"
+    """The pattern part of `weak_secret`: too few distinct characters, or a pattern repeated.
+
+    Hex-encoded random keys (`openssl rand -hex 32`) use a 16-character alphabet, so a random one
+    often shows fewer than 16 distinct characters; for them the floor is MIN_DISTINCT_HEX (a random
+    32-character hex key falls below it with probability under 1e-6).
+    """
+    distinct = len(set(value))
+    floor = MIN_DISTINCT_HEX if set(value.lower()) <= _HEX else MIN_DISTINCT_CHARS
+    if distinct < floor:
+        return f"has only {distinct} distinct characters (a weak, guessable value; at least {floor} needed)"
     # Smallest period: a string that is a shorter pattern repeated equals itself rotated by it.
     period = (value + value).find(value, 1)
     if period < len(value):

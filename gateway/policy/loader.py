@@ -67,7 +67,6 @@ def pydantic_errors(src: SourceFile, base: Loc, exc: ValidationError) -> list[st
         loc = (*base, *rel)
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key {rel[-1]!r}" if rel else msg
             if rel in hints:
                 msg += f' (did you mean "{hints[rel]}"?)'
         out.append(f"{src.where(loc)}: {msg}")

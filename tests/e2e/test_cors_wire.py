@@ -325,7 +325,7 @@ def test_gateway_check_refuses_unsafe_origins(
     (tmp_path / "gateway.yaml").write_text(text)
     done = gateway_check(tmp_path)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert any(f"gateway.yaml:{n} " in out for n in lines), out
     assert message in out, out
 

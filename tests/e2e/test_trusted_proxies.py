@@ -230,5 +230,5 @@ def test_malformed_policy_trusted_proxies_refused_by_check(tmp_path: Path, value
     done = subprocess.run([sys.executable, "-m", "gateway", "check", str(d)], env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert entry in out and "trusted_proxies" in out, out

@@ -522,7 +522,7 @@ def test_gateway_check_reports_missing_webhook_secret(value: str | None) -> None
     done = subprocess.run([sys.executable, "-m", "gateway", "check", "policies"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert "webhooks.kommo" in out and "KOMMO_WEBHOOK_SECRET" in out, out
     assert "routes.yaml:" in out, out  # names the place in the file, too
 
