@@ -156,6 +156,9 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.audit_segments = Counter("gateway_audit_segments_total",
+                                      "New audit segments: the writer found its file cut back or doctored.",
+                                      registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -245,6 +248,9 @@ class Metrics:
 
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)
+
+    def audit_segment(self, n: int = 1) -> None:
+        self.audit_segments.inc(n)
 
 
 def _checked(value: str, allowed: frozenset[str]) -> str:
