@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
@@ -64,7 +64,11 @@ class Gateway:
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
-                              on_failed=self.metrics.audit_failure)
+                              on_failed=self.metrics.audit_failure,
+                              keys=AuditKeys.parse(settings.audit_key, production=settings.production),
+                              checkpoints=settings.audit_checkpoints,
+                              checkpoint_interval=settings.audit_checkpoint_interval,
+                              redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
         self.jwks: JwksCache | None = None
         if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:

@@ -17,9 +17,9 @@ async def test_a_blocking_callback_shows_as_lag() -> None:
     mon.start()
     try:
         await asyncio.sleep(0.05)  # let it sample an idle loop first
-        time.sleep(0.08)  # a stall: the loop cannot run the monitor's timer meanwhile
+        time.sleep(0.08)  # noqa: ASYNC251 - the stall under test: the loop cannot run the timer
         deadline = time.monotonic() + 10
-        while mon.max_lag < 0.05 and time.monotonic() < deadline:
+        while mon.max_lag < 0.05 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     finally:
         await mon.stop()
@@ -39,7 +39,7 @@ async def test_a_failing_sink_does_not_stop_the_monitor() -> None:
     mon = LoopLagMonitor(broken, interval=0.002)
     mon.start()
     deadline = time.monotonic() + 10
-    while calls < 3 and time.monotonic() < deadline:
+    while calls < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     await mon.stop()
     assert calls >= 3
