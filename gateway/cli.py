@@ -7,7 +7,7 @@ import json
 import sys
 
 from gateway.errors import PolicyError
-from gateway.settings import Settings, effective_env
+from gateway.settings import effective_env
 
 
 def _warn_unknown_variables(policy_dir: str) -> None:
