@@ -176,6 +176,7 @@ def _ttl(text: str) -> int:
 # `--help` nor leading options, so they are dispatched before the top-level parser).
 PASSTHROUGH = {"explain": "gateway.explain:explain_main", "test-policy": "gateway.policytest:policytest_main",
                "audit": "gateway.audit:audit_verify_main"}
+PASSTHROUGH["diff"] = "gateway.policydiff:diff_main"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("explain", help="run one request through the pipeline in process and say why it "
                                        "is allowed or denied (`gateway explain --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("diff", help="compare two policies (dirs or git revisions) in security terms; "
+                                    "exit 1 if anything weakens (`gateway diff --help`)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("test-policy", help="run YAML policy tests (default: <policy dir>/tests)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -91,7 +91,7 @@ class Setup:
             out.append(("jwt keys", "; ".join(describe(jwt, key_sources(s)))))
             aud = jwt.audience if jwt.audience is not None else "(none)"
             out.append(("jwt issuer", f"{jwt.issuer or '(not checked)'}; audience {aud}"))
-            roles = ", ".join(jwt.roles) if jwt.roles else "(not declared)"
+            roles = ", ".join(jwt.roles)
             out.append(("claims", f"org {jwt.org_claim}, role {jwt.role_claim} (declared roles: {roles})"))
         else:
             out.append(("jwt", "no auth.jwt section"))

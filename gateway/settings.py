@@ -241,3 +241,13 @@ def effective_env(settings: Settings, environ: dict[str, str] | None = None) -> 
         for key, value in DEV_ENV_DEFAULTS.items():
             env.setdefault(key, value)
     return env
+
+
+def load_settings_quietly() -> Settings | None:
+    """Settings, or None when the environment is malformed (for tools that can do without)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError:
+        return None

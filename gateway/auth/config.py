@@ -55,9 +55,10 @@ class JwtPolicy(BaseModel):
     jwks_cooldown_seconds: int = Field(default=30, ge=1)
     cache_size: int = Field(default=10000, ge=0, le=1_000_000)
     required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
-    # Role values the team uses. Routes may only name these; when set, a token whose role claim is
-    # missing or not one of them is refused with 403 authz.unknown_role on every JWT route.
-    roles: list[str] | None = None
+    # Role values the team uses (default: the four of the token contract). Routes may only name
+    # these; a token whose role claim is missing or not one of them is refused with
+    # 403 authz.unknown_role on every JWT route.
+    roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
 
     @field_validator("algorithms")
     @classmethod
@@ -76,9 +77,7 @@ class JwtPolicy(BaseModel):
 
     @field_validator("roles")
     @classmethod
-    def _roles(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
+    def _roles(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("roles must list at least one role (or be omitted)")
         for role in value:

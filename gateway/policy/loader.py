@@ -32,6 +32,7 @@ class LoadContext:
         # Sections that failed validation: what depends on them is not checked again, so one root
         # cause gives one message (a bad `auth.jwt` does not also fail every `auth: jwt` route).
         self.failed: set[str] = set()
+        self.earlier_rules = False
 
 
 # A part compiler turns one raw route section into its compiled form, raising ValueError
@@ -91,8 +92,12 @@ def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
 
 
 def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                production: bool = False) -> CompiledPolicy:
-    """Validate and compile; raises PolicyError listing every problem found."""
+                production: bool = False, *, earlier_rules: bool = False) -> CompiledPolicy:
+    """Validate and compile; raises PolicyError listing every problem found.
+
+    `earlier_rules`: accept what earlier versions accepted (route roles without `auth.jwt.roles`),
+    so `gateway diff` can compare against a policy written before a rule was added.
+    """
     env = os.environ if env is None else env
     errors: list[str] = []
     sources = read_sources(policy_dir, env, errors)
@@ -143,6 +148,7 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
 
     ctx = LoadContext(env, production, sections)
     ctx.failed = failed
+    ctx.earlier_rules = earlier_rules
     upstream = sections.get("upstream") or UpstreamSpec()
     defaults: Defaults = sections.get("defaults") or Defaults()
     limits: Limits = sections.get("limits") or Limits()

@@ -97,18 +97,12 @@ def _auth_required(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> N
 def _declared_roles(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
     """`roles:` on a route may only name roles declared in `auth.jwt.roles` (a typo such as
     `admn` would otherwise silently lock everyone out, or read as protection it is not)."""
-    if not spec.roles or "auth" in ctx.failed:
+    if not spec.roles or "auth" in ctx.failed or ctx.earlier_rules:
         return
     auth: AuthSection | None = ctx.shared.get("auth")
     if auth is None or auth.jwt is None:
         return  # reported by _auth_required
     declared = auth.jwt.roles
-    if declared is None:
-        if ctx.shared.get("roles.undeclared"):
-            return  # one root cause, one message
-        ctx.shared["roles.undeclared"] = True
-        raise FieldError(("roles",), "roles: needs the role values declared in auth.jwt.roles "
-                                     "(e.g. roles: [owner, admin, member, viewer])")
     for i, role in enumerate(spec.roles):
         if role not in declared:
             hint = close_match(role, declared, cutoff=0.6)

@@ -517,12 +517,13 @@ def test_route_roles_must_be_declared(tmp_path: Path, roles: str, needle: str) -
     assert len(errors) == 1 and needle in errors[0] and "routes[0].roles[0]" in errors[0], errors
 
 
-def test_route_roles_without_declaration_is_one_message(tmp_path: Path) -> None:
+def test_undeclared_roles_default_to_the_token_contract(tmp_path: Path) -> None:
     write(tmp_path, r="""\
         auth: {jwt: {algorithms: [HS256]}}
         routes:
-          - {id: r1, path: /v1/a, methods: [GET], auth: jwt, roles: [admin]}
-          - {id: r2, path: /v1/b, methods: [GET], auth: jwt, roles: [owner]}
+          - {id: r1, path: /v1/a, methods: [GET], auth: jwt, roles: [admin, owner]}
+          - {id: r2, path: /v1/b, methods: [GET], auth: jwt, roles: [ownr]}
         """)
     errors = errors_of(tmp_path)
-    assert len(errors) == 1 and "needs the role values declared in auth.jwt.roles" in errors[0], errors
+    assert len(errors) == 1 and 'unknown role \'ownr\' (did you mean "owner"?)' in errors[0], errors
+    assert "['owner', 'admin', 'member', 'viewer']" in errors[0]
