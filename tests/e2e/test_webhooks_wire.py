@@ -487,6 +487,7 @@ def _production_env(**overrides: str | None) -> dict[str, str]:
         "KOMMO_CHANNEL_SECRET": os.urandom(24).hex(),
         "KOMMO_CLIENT_ID": str(uuid.uuid4()),
         "KOMMO_CLIENT_SECRET": os.urandom(24).hex(),
+        "GATEWAY_CORS_ORIGINS": "https://app.acme-corp.io",  # production refuses the example.com placeholders
     })
     for k, v in overrides.items():
         if v is None:
