@@ -69,6 +69,13 @@ class BruteForceGuard:
         # trip on nearly every request; a block set by another replica is seen here at most
         # RECHECK seconds late (failures are still counted exactly, in the shared store).
         self._clear_until: BoundedMap[str, float] = BoundedMap(max_keys, lambda n: hook(f"{scope}_clear", n))
+        # ip -> (failures left, wall-clock end of the window) as Redis last counted them; seeds
+        # the per-replica fallback while Redis is unreachable.
+        self._known: BoundedMap[str, tuple[int, float]] = BoundedMap(max_keys, lambda n: hook(f"{scope}_known", n))
+        self._seeded: BoundedMap[str, int] = BoundedMap(max_keys, lambda n: hook(f"{scope}_seeded", n))
+        self._episode = 0
+        self._in_fallback = False
+        self._replicas = replicas
         # ip -> (tokens, monotonic time of the last refill): verifications allowed while blocked.
         self._budget: BoundedMap[str, tuple[float, float]] = BoundedMap(
             max_keys, lambda n: hook(f"{scope}_budget", n))
@@ -110,9 +117,16 @@ class BruteForceGuard:
         async def op(store: Store) -> tuple[bool, int] | None:
             item = self._local_item if store.local else self._item
             moving = store.strategies["moving-window"]
-            # hit() refuses once the window is full; test() is False when this failure filled it.
-            if await moving.hit(item, *ident) and await moving.test(item, *ident):
-                return None
+            if store.local:
+                await self._seed_local(store, ip, ident)
+            # hit() refuses once the window is full; a count at the amount means this one filled it.
+            if await moving.hit(item, *ident):
+                _, count = await store.storage.get_moving_window(  # type: ignore[attr-defined]
+                    item.key_for(*ident), item.amount, item.get_expiry())
+                if not store.local:
+                    self._known.set(ip, (item.amount - count, time.time() + item.get_expiry()))
+                if count < item.amount:
+                    return None
             if await store.storage.get(key):
                 # Already blocked (by this replica or another): not a new block, but learn it.
                 return False, max(1, math.ceil(await store.storage.get_expiry(key) - time.time()))
@@ -120,11 +134,32 @@ class BruteForceGuard:
             return True, cooldown
 
         result = await self.backend.run(op)
+        if not self.backend.degraded:
+            self._in_fallback = False  # the next outage seeds afresh
         if result is OPEN or result is None:
             return None
         started, left = result
         self._blocks.set(ip, time.time() + left)
         return int(left) if started else None
+
+    async def _seed_local(self, store: Store, ip: str, ident: tuple[str, str]) -> None:
+        """First local count for `ip` in this outage: start from this replica's share of the
+        failures Redis said were left before the block (never a fresh allowance)."""
+        if self.backend.in_process:
+            return
+        if not self._in_fallback:
+            self._in_fallback = True
+            self._episode += 1
+        if self._seeded.get(ip) == self._episode:
+            return
+        self._seeded.set(ip, self._episode)
+        known = self._known.get(ip)
+        if known is None or known[1] <= time.time():
+            return
+        local = self._local_item
+        spent = local.amount - min(local.amount, known[0] // self._replicas)
+        if spent > 0:
+            await store.strategies["moving-window"].hit(local, *ident, cost=spent)
 
     def known_block(self, ip: str) -> int | None:
         """Seconds left on a block this process knows of (no storage round trip), else None."""

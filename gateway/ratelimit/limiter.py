@@ -306,6 +306,9 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
 def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]]:
     now = time.time()
     counts, expirations = storage.storage, storage.expirations
+    # Bounded store: a counter in use moves to the young end, so a flood of new keys evicts idle
+    # counters first, not the busy one an attacker would like to see reset.
+    touch = getattr(expirations, "move_to_end", None)
     out = []
     for item in items:
         key = item.key_for(*ids)
@@ -313,6 +316,8 @@ def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...
         if expiry is None or expiry <= now:
             counts[key] = 0
             expiry = expirations[key] = now + item.get_expiry()
+        elif touch is not None:
+            touch(key)
         counts[key] += 1
         out.append((counts[key], math.ceil(expiry - now)))
     return out

@@ -16,8 +16,9 @@ a key that has been idle longest.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from gateway.ratelimit.backend import SweepingMemoryStorage
 
@@ -41,7 +42,9 @@ class BoundedMap(Generic[K, V]):
     def __init__(self, max_entries: int, on_evict: EvictHook | None = None) -> None:
         if max_entries < 1:
             raise ValueError("max_entries must be at least 1")
-        self._data: dict[K, V] = {}
+        # OrderedDict, not dict: removing from the front of a plain dict leaves dead slots that
+        # every later `next(iter(d))` walks over (quadratic under a key-spraying flood).
+        self._data: OrderedDict[K, V] = OrderedDict()
         self.max_entries = max_entries
         self.on_evict = on_evict or _ignore
         self.evicted = 0
@@ -51,7 +54,8 @@ class BoundedMap(Generic[K, V]):
 
     def set(self, key: K, value: V) -> None:
         data = self._data
-        data.pop(key, None)
+        if key in data:
+            data.move_to_end(key)
         data[key] = value
         if len(data) > self.max_entries:
             self._evict(len(data) - self.max_entries)
@@ -60,9 +64,9 @@ class BoundedMap(Generic[K, V]):
         return self._data.pop(key, default)
 
     def _evict(self, n: int) -> None:
-        data = self._data
-        for key in list(_first(data, n)):
-            del data[key]
+        popitem = self._data.popitem
+        for _ in range(n):
+            popitem(last=False)
         self.evicted += n
         self.on_evict(n)
 
@@ -73,24 +77,21 @@ class BoundedMap(Generic[K, V]):
         return key in self._data
 
 
-def _first(data: dict[K, V], n: int) -> Iterator[K]:
-    it = iter(data)
-    for _ in range(n):
-        yield next(it)
-
-
 class BoundedMemoryStorage(SweepingMemoryStorage):
     """`limits` memory storage holding at most `max_keys` counters and moving windows together.
 
-    Counters (fixed window, sliding window) are ordered by creation: an expired counter is
-    re-created at the young end, so a key in use is young. Moving windows are moved to the young
-    end on every acquire. When the total goes over the cap, the oldest of the larger table go.
+    Counters (fixed window, sliding window) and moving windows move to the young end whenever
+    they are used, so a flood of new keys evicts idle ones first, never the busy key an attacker
+    would like to see reset. When the total goes over the cap, the oldest of the larger table go.
     """
 
     def __init__(self, max_keys: int = 1_000_000, on_evict: EvictHook | None = None) -> None:
         super().__init__()
         if max_keys < 1:
             raise ValueError("max_keys must be at least 1")
+        # Ordered tables so the oldest entry is taken off in O(1) (see BoundedMap).
+        self.expirations: OrderedDict[str, float] = OrderedDict()  # type: ignore[assignment]
+        self.events: OrderedDict[str, list[Any]] = OrderedDict()  # type: ignore[assignment]
         self.max_keys = max_keys
         self.on_evict = on_evict or _ignore
         self.evicted = 0
@@ -106,9 +107,10 @@ class BoundedMemoryStorage(SweepingMemoryStorage):
         counts, expirations, events, locks = self.storage, self.expirations, self.events, self.locks
         n = 0
         while over > 0:
-            table: dict[str, object] = expirations if len(expirations) >= len(events) else events  # type: ignore[assignment]
-            key = next(iter(table))
-            del table[key]
+            if len(expirations) >= len(events):
+                key, _ = expirations.popitem(last=False)  # type: ignore[call-arg]
+            else:
+                key, _ = events.popitem(last=False)  # type: ignore[call-arg]
             counts.pop(key, None)
             locks.pop(key, None)
             over -= 1
@@ -120,13 +122,21 @@ class BoundedMemoryStorage(SweepingMemoryStorage):
         value = await super().incr(key, expiry, amount)
         if value == amount:  # a new counter
             self.make_room()
+        elif key in self.expirations:
+            self.expirations.move_to_end(key)  # type: ignore[attr-defined]  # in use: young again
+        return value
+
+    async def get(self, key: str) -> int:
+        value = await super().get(key)
+        if value and key in self.expirations:
+            self.expirations.move_to_end(key)  # type: ignore[attr-defined]  # read to decide: in use
         return value
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
         events = self.events
-        existing = events.pop(key, None)
+        existing = events.get(key)
         if existing is not None:
-            events[key] = existing  # young again: a key in use is the last to go
+            events.move_to_end(key)  # type: ignore[attr-defined]  # young again: in use, last to go
         ok = await super().acquire_entry(key, limit, expiry, amount)
         if existing is None:
             self.make_room()
