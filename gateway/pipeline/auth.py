@@ -62,7 +62,8 @@ class AuthStage:
             ctx.claims = verifier.verify(ctx.token)
         except Unauthorized as err:
             if guard is not None and err.reason not in NOT_A_FAILURE:
-                if await guard.record_failure(ctx.client_ip) is not None:
+                started = await guard.record_failure(ctx.client_ip)
+                if blocked is None and started is not None:
                     self.event("auth", "block")  # this failure started it: still answered 401
                 elif blocked is not None or guard.known_block(ctx.client_ip) is not None:
                     self.event("auth", "refused")
