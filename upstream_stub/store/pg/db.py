@@ -49,8 +49,10 @@ SELECT 'table ' || quote_ident(c.relname) || ' has org_id but no forced row-leve
  WHERE c.relkind IN ('r', 'p') AND n.nspname = current_schema()
    AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
 """
-VERSION_SQL = ("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN -1"
-               " ELSE (SELECT coalesce(max(version), 0) FROM schema_migrations) END AS version")
+# -1: no schema_migrations table; -2: this role may not read it (migrate grants that); else the version.
+READABLE_SQL = ("SELECT CASE WHEN to_regclass('schema_migrations') IS NULL THEN -1"
+                " WHEN NOT has_table_privilege('schema_migrations', 'SELECT') THEN -2 ELSE 0 END")
+VERSION_SQL = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
 
 class UnsafeDatabase(RuntimeError):
@@ -72,6 +74,9 @@ def role_refusal(role: str, problems: Sequence[str], version: int) -> str | None
     if problems:
         return (f"database role {role!r} could bypass row-level security ({'; '.join(problems)});"
                 " UPSTREAM_DATABASE_URL must name a role that owns no table, is not superuser and has no BYPASSRLS")
+    if version == -2:
+        return (f"database role {role!r} may not read schema_migrations; run `python -m upstream_stub migrate`"
+                " with UPSTREAM_DATABASE_URL naming this role, so it gets its grants")
     if version < HEAD:
         state = "not migrated" if version < 0 else f"at version {version}"
         return (f"database schema is {state}, this upstream needs version {HEAD};"
@@ -148,7 +153,9 @@ async def check_role(conn: AsyncConnection[Any]) -> str | None:
     """Ask the catalogue whether this connection's role could see past RLS; the refusal line or None."""
     role = (await (await conn.execute("SELECT current_user")).fetchall())[0]
     problems = [_first(r) for r in await (await conn.execute(ROLE_PROBLEMS_SQL)).fetchall()]
-    version = _first((await (await conn.execute(VERSION_SQL)).fetchall())[0])
+    version = _first((await (await conn.execute(READABLE_SQL)).fetchall())[0])
+    if version == 0:
+        version = _first((await (await conn.execute(VERSION_SQL)).fetchall())[0])
     return role_refusal(str(_first(role)), problems, int(version))
 
 
@@ -159,7 +166,9 @@ def check_role_sync(url: str) -> str | None:
     with psycopg.connect(url, autocommit=True, connect_timeout=15) as conn:
         role = _first(conn.execute("SELECT current_user").fetchall()[0])
         problems = [_first(r) for r in conn.execute(ROLE_PROBLEMS_SQL).fetchall()]
-        version = _first(conn.execute(VERSION_SQL).fetchall()[0])
+        version = _first(conn.execute(READABLE_SQL).fetchall()[0])
+        if version == 0:
+            version = _first(conn.execute(VERSION_SQL).fetchall()[0])
     return role_refusal(str(role), problems, int(version))
 
 
