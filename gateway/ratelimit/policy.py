@@ -114,8 +114,8 @@ class RateLimitSettings(BaseModel):
     webhook_brute_force: BruteForcePolicy = Field(
         default_factory=lambda: BruteForcePolicy(max_failures=20, window="1 minute", cooldown_seconds=60))
     # Upper bound of in-process per-key entries, per table (counters, moving windows, brute-force
-    # blocks, verification budgets, last-known Redis counts); oldest go first, counted. About
-    # 250 bytes an entry (README, "Limits under abuse").
+    # blocks, verification budgets, last-known Redis counts); least recently used go first,
+    # counted. About 200-250 bytes an entry (README, "Limits under abuse").
     max_tracked_keys: int = Field(default=200_000, ge=100, le=50_000_000)
     # Upper bound of one storage round trip; a dead Redis must cost at most this, then we degrade.
     storage_timeout: float = Field(default=0.25, gt=0, le=5)
