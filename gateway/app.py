@@ -10,7 +10,8 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.audit import AuditKeys, AuditLog
+from gateway.accesslog import AccessLog
+from gateway.audit import AuditKeyError, AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
@@ -35,6 +36,7 @@ from gateway.policy.loader import load_policy
 from gateway.policy.schema import AuditSpec
 from gateway.ratelimit import RateLimiter, RateLimitSettings
 from gateway.settings import Settings, effective_env
+from gateway.tracing import tracer_from_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
 log = logging.getLogger("gateway")
@@ -60,10 +62,17 @@ class Gateway:
         self.signer = IdentitySigner(settings.effective_identity_secret(), audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
+        # A missing or weak key in production refuses the start (lifespan startup); in-process tools
+        # that never start the gateway (explain) can still build one.
+        self._audit_key_error: AuditKeyError | None = None
+        try:
+            audit_keys = AuditKeys.parse(settings.audit_key, production=settings.production)
+        except AuditKeyError as exc:
+            self._audit_key_error, audit_keys = exc, AuditKeys.parse(None)
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
                               on_failed=self.metrics.audit_failure,
-                              keys=AuditKeys.parse(settings.audit_key, production=settings.production),
+                              keys=audit_keys,
                               checkpoints=settings.audit_checkpoints,
                               checkpoint_interval=settings.audit_checkpoint_interval,
                               redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
@@ -75,7 +84,13 @@ class Gateway:
                                   5.0, p.algorithms)
         self.limiter: RateLimiter | None = None
         self.reloader = Reloader(self)
-        self.observers.append(AuditObserver(self.audit, self.jwt_policy.org_claim if self.jwt_policy else "org_id"))
+        org_claim = self.jwt_policy.org_claim if self.jwt_policy else "org_id"
+        self.observers.append(AuditObserver(self.audit, org_claim))
+        self.access_log = AccessLog(settings.access_log, org_claim=org_claim,
+                                    on_dropped=self.metrics.access_log_dropped)
+        if self.access_log.enabled:
+            self.observers.append(self.access_log)
+        self.tracer = tracer_from_env(self.env)
         self.readiness.checks["policy"] = self._policy_check
         self.readiness.checks["upstream"] = lambda: tcp_check(self.policy.upstream.url)
         self.install_policy(self.policy)
@@ -167,7 +182,9 @@ class Gateway:
         app = RoutingStage(app)                                         # 4 route match
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
-        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)
+        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight,
+                              trusted_peer=lambda ip: self.proxies.is_trusted(ip), tracer=self.tracer,
+                              count_bytes=self.access_log.enabled)
 
     def _ratelimit_state(self, degraded: bool) -> None:
         self.metrics.set_degraded(degraded)
@@ -189,9 +206,12 @@ class Gateway:
         return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
 
     async def startup(self) -> None:
+        if self._audit_key_error is not None:
+            raise self._audit_key_error
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
         await self.audit.start()
+        self.access_log.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
         self.reloader.start_watching()
         if self.jwks is not None:
@@ -214,6 +234,8 @@ class Gateway:
         if self.limiter is not None:
             await self.limiter.aclose()
         await self.audit.close()
+        await asyncio.to_thread(self.access_log.close)
+        await asyncio.to_thread(self.tracer.shutdown)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

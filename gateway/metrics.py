@@ -159,6 +159,8 @@ class Metrics:
         self.audit_segments = Counter("gateway_audit_segments_total",
                                       "New audit segments: the writer found its file cut back or doctored.",
                                       registry=r)
+        self.access_log_drops = Counter("gateway_access_log_dropped_total",
+                                        "Access-log lines dropped (queue full).", registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -248,6 +250,9 @@ class Metrics:
 
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)
+
+    def access_log_dropped(self, n: int = 1) -> None:
+        self.access_log_drops.inc(n)
 
     def audit_segment(self, n: int = 1) -> None:
         self.audit_segments.inc(n)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # Signed checkpoints of the audit chain; default `<audit_log>.checkpoints`.
     audit_checkpoints: str | None = None
     audit_checkpoint_interval: float = Field(default=30.0, gt=0)
+    # One JSON line per request: `stdout`, a file path, or `off`.
+    access_log: str = "stdout"
     drain_delay: float = Field(default=5.0, ge=0)
     grace_timeout: float = Field(default=30.0, ge=0)
     log_level: str = "info"
