@@ -16,7 +16,7 @@ from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
-from gateway.health import Readiness, send_json, tcp_check
+from gateway.health import BOARD, Readiness, send_json
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
@@ -55,6 +55,7 @@ class Gateway:
         self.in_flight = InFlight()
         self._sampler: asyncio.Task[None] | None = None
         self.metrics.policy_loaded(self.policy.digest)
+        self.metrics.init_series(self.policy.routes)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
         # No fallback key: an empty identity secret (production without GATEWAY_IDENTITY_SECRET)
@@ -91,8 +92,6 @@ class Gateway:
         if self.access_log.enabled:
             self.observers.append(self.access_log)
         self.tracer = tracer_from_env(self.env)
-        self.readiness.checks["policy"] = self._policy_check
-        self.readiness.checks["upstream"] = lambda: tcp_check(self.policy.upstream.url)
         self.install_policy(self.policy)
 
     def install_policy(self, policy: CompiledPolicy) -> None:
@@ -115,6 +114,7 @@ class Gateway:
         self.jwt_policy, self.verifier = jwt, verifier
         self.policy = policy
         self.pipeline = self.build_pipeline()
+        BOARD.set_policy(policy)
 
     def request_reload(self) -> None:
         """Called from the SIGHUP handler (main thread, loop running)."""
@@ -125,6 +125,7 @@ class Gateway:
         self.metrics.reload(result)
         if result == "ok":
             self.metrics.policy_loaded(digest)
+            self.metrics.init_series(self.policy.routes)
 
     def current_policy(self) -> CompiledPolicy:
         return self.policy
@@ -202,8 +203,9 @@ class Gateway:
         if self.limiter is not None:
             await self.limiter.brute_force.record_failure(ip)
 
-    async def _policy_check(self) -> tuple[bool, str]:
-        return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
+    def _redis_mandatory(self) -> bool:
+        rl = self.policy.sections.get("compiled.rate_limits")
+        return getattr(rl, "on_storage_error", None) == "closed"
 
     async def startup(self) -> None:
         if self._audit_key_error is not None:
@@ -220,7 +222,9 @@ class Gateway:
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
-            self.readiness.checks["redis"] = lambda: _ping(ping)
+            # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every
+            # replica shares would take every replica out of rotation at once (gateway/health.py).
+            self.readiness.checks["redis"] = lambda: _ping(ping) if self._redis_mandatory() else _const(True, "")
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
@@ -278,7 +282,7 @@ async def _const(ok: bool, detail: str) -> tuple[bool, str]:
 
 async def _ping(ping: Any) -> tuple[bool, str]:
     try:
-        await ping()
+        await asyncio.wait_for(ping(), 1.0)
     except Exception:
         return False, "unreachable"
     return True, "ok"
