@@ -17,6 +17,7 @@ from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.health import BOARD, Readiness, send_json
+from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
@@ -54,6 +55,7 @@ class Gateway:
         self.metrics = process_metrics()
         self.in_flight = InFlight()
         self._sampler: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagMonitor(self.metrics.observe_loop_lag)
         self.metrics.policy_loaded(self.policy.digest)
         self.metrics.init_series(self.policy.routes)
         self.observers: list[Observer] = [self.metrics.observe]
@@ -215,6 +217,7 @@ class Gateway:
         await self.audit.start()
         self.access_log.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
+        self.loop_lag.start()
         self.reloader.start_watching()
         if self.jwks is not None:
             await self.jwks.start()
@@ -230,6 +233,7 @@ class Gateway:
         await self.reloader.stop()
         if self._sampler is not None:
             self._sampler.cancel()
+        await self.loop_lag.stop()
         self.metrics.flush()
         await self.forwarder.close()
         if self.jwks is not None:
