@@ -114,7 +114,11 @@ def _policy_without_token_cache(b: Bench) -> Path:
     return out
 
 
-def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True) -> Callable[[Bench], Launched]:
+def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
+            checkout: Path | None = None) -> Callable[[Bench], Launched]:
+    """`checkout`: run the gateway code of another checkout (a before/after in one run), with
+    this checkout's Python environment and policy."""
+
     def start(b: Bench) -> Launched:
         started: list[Proc] = []
         # A clean GATEWAY_* environment: nothing inherited from the caller's shell changes the run.
@@ -134,8 +138,11 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             env["GATEWAY_REDIS_URL"] = redis_url
         python = b.root / ".venv" / "bin" / "python"
         argv = [str(python if python.exists() else sys.executable), "-m", "gateway", "serve"]
+        if checkout is not None:
+            # `-m gateway` from the other checkout's directory, first on the path: its code.
+            env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
         try:
-            proc = b.procs.start(f"gateway-w{workers}", argv, env=env, cwd=b.root, port=port)
+            proc = b.procs.start(f"gateway-w{workers}", argv, env=env, cwd=checkout or b.root, port=port)
         except BaseException:
             for p in started:
                 b.procs.stop(p)
@@ -147,7 +154,7 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
 
 
 def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
-                variants: list[str] | None = None) -> list[Target]:
+                variants: list[str] | None = None, baseline: Path | None = None) -> list[Target]:
     suffix = " +redis" if gateway_redis else ""
     upstream = "upstream direct" if nginx_upstream else "upstream (PY FALLBACK)"
     return [
@@ -163,6 +170,9 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
           for v in variants or [] if v == "redis"),
         *(Target("gateway w1 nocache", "gateway-nocache", gateway(1, token_cache=False), workers=1)
           for v in variants or [] if v == "nocache"),
+        # --baseline DIR: the same Redis-backed run with another checkout's code (before/after).
+        *([Target("baseline w1 +redis", "gateway-baseline", gateway(1, with_redis=True, checkout=baseline),
+                  workers=1, sweep=True)] if baseline is not None else []),
     ]
 
 
