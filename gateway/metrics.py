@@ -331,6 +331,9 @@ class AbuseMetrics:
                                  "In-process per-key entries evicted (oldest first) to stay under max_tracked_keys.",
                                  ["store"], registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
+        for scope in sorted(self.SCOPES):  # known series exist at zero (alerts see a rate, not absence)
+            self._child(self.blocks, scope)
+            self._child(self.refusals, scope)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
