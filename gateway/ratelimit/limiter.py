@@ -110,9 +110,11 @@ class RateLimiter:
         # Last shared (Redis) count seen per limit key: (remaining, wall-clock reset). While Redis
         # is unreachable, a key's local allowance starts from its share of what was left, so a
         # stalled Redis never hands out a fresh allowance to a client that had spent its own.
-        self._known: BoundedMap[str, tuple[int, float]] = BoundedMap(
+        # Keyed by (identifiers, item index): no key formatting on the request path.
+        self._known: BoundedMap[tuple[tuple[str, ...], int], tuple[int, float]] = BoundedMap(
             max_keys, lambda n: self._evicted("known", n))
-        self._seeded: BoundedMap[str, int] = BoundedMap(max_keys, lambda n: self._evicted("seeded", n))
+        self._seeded: BoundedMap[tuple[tuple[str, ...], int], int] = BoundedMap(
+            max_keys, lambda n: self._evicted("seeded", n))
         self._episode = 0
         self._in_fallback = False
         self.default = self.compile(settings.default, "default") if settings.default else None
@@ -196,7 +198,7 @@ class RateLimiter:
                     ok = await strategy.hit(item, *ids)
                     reset, remaining = await strategy.get_window_stats(item, *ids)
                 if not store.local and not self.backend.in_process:
-                    self._known.set(item.key_for(*ids), (remaining, reset))
+                    self._known.set((ids, idx), (remaining, reset))
                 t = max(0, math.ceil(reset - time.time()))
                 rank = (0, -remaining, t, idx, remaining) if ok else (1, t, 0, idx, 0)
                 worst = max(worst, rank) if worst else rank
@@ -231,8 +233,8 @@ class RateLimiter:
             self._episode += 1
         strategy = store.strategies[policy.strategy]
         now = time.time()
-        for shared, local in zip(policy.items, policy.local_items, strict=True):
-            key = shared.key_for(*ids)
+        for idx, local in enumerate(policy.local_items):
+            key = (ids, idx)
             if self._seeded.get(key) == self._episode:
                 continue
             self._seeded.set(key, self._episode)
