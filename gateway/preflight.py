@@ -141,7 +141,8 @@ def preflight(settings: Settings, policy_dir: str | None = None,
     directory = policy_dir or settings.policy_dir
     env = effective_env(settings, None if environ is None else dict(environ))
     problems = list(settings.problems())
-    for extra in (settings.jwks_problem(), settings.redis_problem(), _audit_problem(settings)):
+    for extra in (settings.jwks_problem(), settings.redis_problem(), _audit_problem(settings),
+                  _access_log_problem(settings)):
         if extra:
             problems.append(extra)
     policy: CompiledPolicy | None = None
@@ -192,6 +193,16 @@ def _audit_problem(settings: Settings) -> str | None:
         return f"GATEWAY_AUDIT_LOG: directory {parent} does not exist"
     if not os.access(parent, os.W_OK):
         return f"GATEWAY_AUDIT_LOG: directory {parent} is not writable"
+    return None
+
+
+def _access_log_problem(settings: Settings) -> str | None:
+    target = getattr(settings, "access_log", None)
+    if not target or target in ("stdout", "stderr", "off", "-"):
+        return None
+    parent = Path(target).expanduser().resolve().parent
+    if not parent.is_dir():
+        return f"GATEWAY_ACCESS_LOG: directory {parent} does not exist"
     return None
 
 

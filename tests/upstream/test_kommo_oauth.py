@@ -12,9 +12,9 @@ from tests.upstream.support import CLIENT_ID, Upstream, connect
 from upstream_stub.errors import BadRequest
 from upstream_stub.kommo_hosts import kommo_host
 
+
 def cb() -> dict[str, str]:
-    # Minted per request: the assertion lives 30 s, and a module-level one minted at import time
-    # expired before its tests ran on a busy machine (and shared one request id between requests).
+    """A fresh service identity per request (identities live 30 s; never mint them at import time)."""
     return service_headers("kommo-oauth-callback")
 
 
