@@ -24,11 +24,14 @@ from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.cors import CorsStage
+from gateway.pipeline.deprecation import DeprecationStage
+from gateway.pipeline.docs import DocsStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
+from gateway.pipeline.validate import BodyValidationStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
@@ -115,7 +118,7 @@ class Gateway:
         jwt = getattr(auth, "jwt", None)
         if jwt is None:
             return None
-        # Environment wins where the policy is silent (DESIGN.md §3 contracts).
+        # Environment wins where the policy is silent (the GATEWAY_JWT_* variables).
         updates: dict[str, object] = {}
         if not jwt.issuer:
             updates["issuer"] = self.settings.jwt_issuer or None
@@ -146,8 +149,9 @@ class Gateway:
         if limiter is None:
             raise RuntimeError("install_policy builds the limiter before the pipeline")
         guard = limiter.brute_force
-        # Innermost first: the request meets these in reverse order (DESIGN.md §2).
+        # Innermost first: the request meets these in reverse order (docs/architecture.md).
         app: ASGIApp = self.forwarder                                   # 11 forwarding
+        app = BodyValidationStage(app)                                  # (JSON parsed once + schema)
         app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
@@ -158,9 +162,11 @@ class Gateway:
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
                         blocked=guard.check, failed=self._auth_failed)
         app = BodyLimitStage(app)                                       # 6 size caps
+        app = DeprecationStage(app, self.metrics.deprecated)            # (deprecation headers, sunset)
         app = CorsStage(app)                                            # 5 CORS
         app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
+        app = DocsStage(app)                                            # (/v1/openapi.json, /v1/docs)
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)

@@ -156,6 +156,9 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.deprecated_calls = Counter("gateway_deprecated_calls_total",
+                                        "Calls to deprecated routes (after sunset: refused), by route id.",
+                                        ["route", "outcome"], registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -223,6 +226,9 @@ class Metrics:
 
     def webhook(self, route: str | None, outcome: str) -> None:
         self._inc(self._child(self.webhooks, route or NO_ROUTE, _checked(outcome, WEBHOOK_OUTCOMES)))
+
+    def deprecated(self, route: str, outcome: str) -> None:
+        self._inc(self._child(self.deprecated_calls, route, "sunset" if outcome == "sunset" else "served"))
 
     def redis_error(self, component: str) -> None:
         self._child(self.redis_errors, component).inc()

@@ -1,4 +1,7 @@
-"""`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT."""
+"""`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT.
+
+`python -m upstream_stub openapi` prints the upstream's own OpenAPI document instead.
+"""
 
 from __future__ import annotations
 
@@ -42,4 +45,8 @@ class _CleanExitServer(uvicorn.Server):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["openapi"]:
+        from upstream_stub.openapi import main as openapi_main
+
+        sys.exit(openapi_main(sys.argv[2:]))
     sys.exit(main())
