@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.policy.yamlsrc import SourceFile, load_yaml
+import yaml
+
+from gateway.policy.yamlsrc import Loc, SourceFile
+
+# libyaml when available: the document is thousands of lines, the policy loader's line-tracking
+# reader takes seconds on it. Line numbers are kept for the paths and operations only.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 DOCUMENT_NAME = "openapi.yaml"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -52,9 +58,8 @@ def load_document(policy_dir: Path, errors: list[str]) -> ApiDocument | None:
                       "(generate it with `gateway openapi generate`)")
         return None
     text = path.read_text(encoding="utf-8")
-    n = len(errors)
-    src = load_yaml(str(path), text, {}, errors)
-    if src is None or len(errors) > n:
+    src = _read(str(path), text, errors)
+    if src is None:
         return None
     data = src.data
     if not isinstance(data, dict) or not str(data.get("openapi", "")).startswith("3.1"):
@@ -80,6 +85,30 @@ def load_document(policy_dir: Path, errors: list[str]) -> ApiDocument | None:
     doc.json_bytes = json.dumps(data, separators=(",", ":"), ensure_ascii=False, default=str).encode()
     doc.etag = b'"' + hashlib.sha256(doc.json_bytes).hexdigest()[:32].encode() + b'"'
     return doc
+
+
+def _read(path: str, text: str, errors: list[str]) -> SourceFile | None:
+    loader = _LOADER(text)
+    try:
+        root = loader.get_single_node()  # one parse: the node tree gives line numbers and the data
+        data = loader.construct_document(root) if root is not None else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        errors.append(f"{path}:{mark.line + 1 if mark is not None else 1} (yaml): "
+                      f"{getattr(exc, 'problem', None) or exc}")
+        return None
+    lines: dict[Loc, int] = {(): 1}
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if key.value == "paths" and isinstance(value, yaml.MappingNode):
+                lines[("paths",)] = key.start_mark.line + 1
+                for pkey, item in value.value:
+                    lines[("paths", pkey.value)] = pkey.start_mark.line + 1
+                    if isinstance(item, yaml.MappingNode):
+                        for mkey, _ in item.value:
+                            lines[("paths", pkey.value, mkey.value)] = mkey.start_mark.line + 1
+    loader.dispose()
+    return SourceFile(path, data, lines)
 
 
 JSON_MEDIA = ("application/json",)

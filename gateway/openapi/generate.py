@@ -12,6 +12,8 @@ upstream: its document comes in as JSON (`python -m upstream_stub openapi`).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -257,6 +259,7 @@ def generate(upstream: dict[str, Any], info: RouteInfo, title: str = "Public API
         if info.api.serve_document:
             paths[DOCS] = _builtin("Documentation page", "text/html", {"type": "string"})
         paths[ERRORS] = _builtin("Error reason catalogue", "text/html", {"type": "string"})
+    refusals = _share_refusals(paths)
     schemas = dict(upstream.get("components", {}).get("schemas", {}))
     schemas[PROBLEM] = {
         "type": "object", "description": "RFC 9457 problem details. `type` links to the reason's entry in "
@@ -282,6 +285,7 @@ def generate(upstream: dict[str, Any], info: RouteInfo, title: str = "Public API
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(schemas.items())),
+            "responses": refusals,
             "headers": HEADER_DEFS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                                "description": "An access token of the identity provider."}},
@@ -291,6 +295,23 @@ def generate(upstream: dict[str, Any], info: RouteInfo, title: str = "Public API
     if unknown:
         problems.append(f"reasons without a catalogue entry in gateway/reasons.py: {unknown}")
     return doc, problems
+
+
+def _share_refusals(paths: dict[str, Any]) -> dict[str, Any]:
+    """Identical refusal responses become one `components.responses` entry each (named by status
+    and content), so the document stays small enough to load fast and to read."""
+    shared: dict[str, Any] = {}
+    for item in paths.values():
+        for op in item.values():
+            responses = op.get("responses", {})
+            for code, resp in responses.items():
+                if not code.isdigit() or int(code) < 400 or "$ref" in resp:
+                    continue
+                digest = hashlib.sha256(json.dumps(resp, sort_keys=True).encode()).hexdigest()[:8]
+                name = f"Refusal{code}-{digest}"
+                shared[name] = resp
+                responses[code] = {"$ref": f"#/components/responses/{name}"}
+    return dict(sorted(shared.items()))
 
 
 def _all_reasons(node: Any) -> list[str]:
