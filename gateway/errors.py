@@ -12,7 +12,8 @@
     ├── UriTooLong (414)             request.uri_too_long
     ├── UnsupportedMediaType (415)   request.unsupported_media_type
     ├── HeadersTooLarge (431)        request.headers_too_large
-    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures (+ Retry-After)
+    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures,
+    │                                webhook.too_many_failures (+ Retry-After)
     ├── Gone (410)                   route.sunset (a deprecated route past its sunset date)
     ├── UnprocessableContent (422)   request.invalid_body (+ `errors`: JSON pointer and detail per field)
     ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
@@ -173,6 +174,18 @@ class Ambiguous(BadRequest):
 
 class BadPath(BadRequest):
     reason = "request.bad_path"
+
+
+class TooManyAuthFailures(TooManyRequests):
+    """A failing token from an address blocked for failed verifications (valid ones still pass)."""
+
+    reason = "auth.too_many_failures"
+
+
+class TooManyWebhookFailures(TooManyRequests):
+    """A delivery from an address blocked for failed webhook verifications; body never read."""
+
+    reason = "webhook.too_many_failures"
 
 
 class PolicyError(Exception):

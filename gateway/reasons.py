@@ -148,6 +148,8 @@ CATALOGUE: tuple[Reason, ...] = (
       "Send deliveries promptly with the current time."),
     R("webhook.source_denied", 403, "webhook", "The webhook came from an address not allowed to send it.",
       "Send from the provider's published ranges."),
+    R("webhook.too_many_failures", 429, "webhook", "Too many failed webhook verifications from this "
+      "address; it is blocked for a while (`Retry-After`).", "Fix the signature or secret, then wait."),
     R("webhook.in_progress", 409, "webhook", "This delivery is being processed (`Retry-After`).",
       "Retry later; it will be acknowledged once done."),
     R("webhook.duplicate", 200, "log", "The delivery was already processed; acknowledged, not forwarded.",
