@@ -79,3 +79,32 @@ def test_unwritable_target_counts_failures(tmp_path: Path) -> None:
     log(SCOPE, ctx())
     log.close()
     assert log.failures == 1 and log.written == 0
+
+
+def test_write_lines_never_splits_a_line_across_pipe_writes() -> None:
+    from gateway.accesslog import PIPE_BUF, write_lines
+
+    r, w = os.pipe()
+    try:
+        lines = [(f'{{"n":{i:03d},"pad":"' + "x" * 700 + '"}\n').encode() for i in range(40)]
+        writes: list[int] = []
+        real = os.write
+
+        def spy(fd: int, data: bytes | memoryview) -> int:
+            writes.append(len(data))
+            return real(fd, data)
+
+        os.write = spy  # type: ignore[assignment]
+        try:
+            write_lines(w, lines)
+        finally:
+            os.write = real  # type: ignore[assignment]
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+    finally:
+        os.close(r)
+    assert data == b"".join(lines)
+    assert all(n <= PIPE_BUF for n in writes) and len(writes) > 1
+    assert all(n % len(lines[0]) == 0 for n in writes)  # whole lines only (equal-length lines here)
