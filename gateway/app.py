@@ -20,6 +20,7 @@ from gateway.health import BOARD, Readiness, send_json
 from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
+from gateway.pipeline.addresslimit import AddressLimitStage
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
@@ -167,19 +168,25 @@ class Gateway:
         limiter = self.limiter
         if limiter is None:
             raise RuntimeError("install_policy builds the limiter before the pipeline")
-        guard = limiter.brute_force
-        # Innermost first: the request meets these in reverse order (DESIGN.md §2).
+        limiter.on_evict = self.metrics.abuse.evicted
+        abuse = self.metrics.abuse
+        # Innermost first: the request meets these in reverse order. The README table "What a
+        # request goes through" gives the reason for each position; keep the two in step.
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting
+        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
         app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
-                           self.metrics.webhook, self.metrics.redis_error)
+                           self.metrics.webhook, self.metrics.redis_error,
+                           guard=lambda: limiter.webhook_brute_force, event=abuse.event,
+                           hmac_computed=abuse.hmac_computed)
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
-                        blocked=guard.check, failed=self._auth_failed)
+                        guard=lambda: limiter.brute_force, event=abuse.event)
         app = BodyLimitStage(app)                                       # 6 size caps
+        app = AddressLimitStage(app, lambda: limiter,                   # 5b per-address limits
+                                self.metrics.ratelimit, abuse.event)
         app = CorsStage(app)                                            # 5 CORS
         app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
@@ -200,10 +207,6 @@ class Gateway:
             self.metrics.set_in_flight(self.in_flight.n)
             self.metrics.flush()
             await asyncio.sleep(1.0)
-
-    async def _auth_failed(self, ip: str) -> None:
-        if self.limiter is not None:
-            await self.limiter.brute_force.record_failure(ip)
 
     def _redis_mandatory(self) -> bool:
         rl = self.policy.sections.get("compiled.rate_limits")

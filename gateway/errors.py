@@ -12,7 +12,8 @@
     ├── UriTooLong (414)             request.uri_too_long
     ├── UnsupportedMediaType (415)   request.unsupported_media_type
     ├── HeadersTooLarge (431)        request.headers_too_large
-    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures (+ Retry-After)
+    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures,
+    │                                webhook.too_many_failures (+ Retry-After)
     ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
     ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable
     └── GatewayTimeout (504)         upstream.timeout
@@ -149,6 +150,18 @@ class Ambiguous(BadRequest):
 
 class BadPath(BadRequest):
     reason = "request.bad_path"
+
+
+class TooManyAuthFailures(TooManyRequests):
+    """A failing token from an address blocked for failed verifications (valid ones still pass)."""
+
+    reason = "auth.too_many_failures"
+
+
+class TooManyWebhookFailures(TooManyRequests):
+    """A delivery from an address blocked for failed webhook verifications; body never read."""
+
+    reason = "webhook.too_many_failures"
 
 
 class PolicyError(Exception):

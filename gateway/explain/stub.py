@@ -21,7 +21,8 @@ from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 _LABELS = {
     "RequestIdStage": "request id", "ClientAddressStage": "client address", "HygieneStage": "hygiene",
     "RoutingStage": "route match", "AuditGuardStage": "audit guard", "CorsStage": "cors",
-    "BodyLimitStage": "size caps", "AuthStage": "authentication", "WebhookStage": "webhook",
+    "AddressLimitStage": "address limits", "BodyLimitStage": "size caps", "AuthStage": "authentication",
+    "WebhookStage": "webhook",
     "TenantStage": "tenant", "AuthzStage": "authorization", "RateLimitStage": "rate limit",
     "StubUpstream": "forward",
 }
