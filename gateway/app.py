@@ -232,6 +232,7 @@ class Gateway:
             await self.jwks.start()
             jwks = self.jwks
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
+            BOARD.extra["jwks"] = lambda: (jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
             # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every
