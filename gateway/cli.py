@@ -1,4 +1,4 @@
-"""`gateway` command line: serve, check, routes, token, audit verify, explain, test-policy."""
+"""`gateway` command line: serve, check, routes, token, audit verify, explain, test-policy, openapi."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def _ttl(text: str) -> int:
 # Subcommands that parse their own arguments (argparse.REMAINDER would swallow neither a leading
 # `--help` nor leading options, so they are dispatched before the top-level parser).
 PASSTHROUGH = {"explain": "gateway.explain:explain_main", "test-policy": "gateway.policytest:policytest_main",
-               "audit": "gateway.audit:audit_verify_main"}
+               "audit": "gateway.audit:audit_verify_main", "openapi": "gateway.openapi.command:openapi_main"}
 PASSTHROUGH["diff"] = "gateway.policydiff:diff_main"
 
 
@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("diff", help="compare two policies (dirs or git revisions) in security terms; "
                                     "exit 1 if anything weakens (`gateway diff --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("openapi", help="generate or check the public OpenAPI document (`gateway openapi --help`)",
+                       add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("test-policy", help="run YAML policy tests (default: <policy dir>/tests)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
