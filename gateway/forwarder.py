@@ -25,6 +25,7 @@ through; client-supplied identity headers are dropped in every spelling (`X-User
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -34,6 +35,7 @@ from gateway.errors import (
     BadGateway,
     BadRequest,
     ConcurrencyExceeded,
+    GatewayError,
     GatewayTimeout,
     UpstreamSaturated,
 )
@@ -50,6 +52,7 @@ from gateway.h1pool import (
 from gateway.pipeline.base import Message, Receive, Scope, Send
 from gateway.pipeline.bodylimit import ClientDisconnected, read_body
 
+log = logging.getLogger("gateway.forwarder")
 # A request still running after this long gets a task watching for the client's disconnect; the
 # fast majority never pays for one.
 WATCH_AFTER = 0.05
@@ -290,9 +293,18 @@ class Forwarder:
         except UpstreamError as exc:
             if cancel.fired:
                 raise ClientDisconnected() from exc
-            if isinstance(exc, UpstreamTimeout):
-                raise GatewayTimeout(detail="the upstream did not answer in time") from exc
-            raise BadGateway(detail="the upstream broke off its answer") from exc
+            err: GatewayError = (GatewayTimeout(detail="the upstream did not answer in time")
+                                 if isinstance(exc, UpstreamTimeout)
+                                 else BadGateway(detail="the upstream broke off its answer"))
+            drop = scope.get("gateway.drop_connection")
+            if drop is None or not scope.get("gateway.response_started"):
+                raise err from exc
+            # Mid-body: the client must see a truncated response, so the connection is dropped;
+            # an upstream's failure is a warning with its reason, not a server traceback.
+            ctx.decision, ctx.reason = "error", err.reason
+            log.warning("upstream response broke off mid-body: %s", exc,
+                        extra={"request_id": ctx.request_id, "reason": err.reason})
+            drop()
         finally:
             ctx.upstream_seconds = time.perf_counter() - started
             resp.release()

@@ -1,7 +1,9 @@
 """Serving: uvicorn (uvloop + httptools) with a drain phase, and a small multi-worker supervisor.
 
 Graceful shutdown, per worker, on SIGTERM/SIGINT:
-  1. readiness turns 503 (the load balancer stops sending new requests),
+  1. readiness turns 503 (the load balancer stops sending new requests); from now on every response
+     carries `Connection: close` and idle keep-alive connections are closed (gateway.protocol), so
+     a well-behaved client never sends on a connection the gateway is about to close,
   2. `GATEWAY_DRAIN_DELAY` passes (requests still served meanwhile),
   3. the listener stops accepting; in-flight requests finish, up to `GATEWAY_GRACE_TIMEOUT`,
   4. lifespan shutdown closes the upstream pool, Redis and the audit writer; exit 0.
@@ -43,6 +45,7 @@ class GatewayServer(uvicorn.Server):
             if reload is not None:
                 reload()
             return
+        self._mark_draining()
         if self._draining or self.drain_delay <= 0:
             super().handle_exit(sig, frame)
             return
@@ -58,6 +61,19 @@ class GatewayServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
+
+    def _mark_draining(self) -> None:
+        close = (b"connection", b"close")
+        headers = self.server_state.default_headers
+        if close in headers:
+            return
+        # uvicorn adds its default headers to every response it starts from now on, and a
+        # `Connection: close` among them makes it close the connection after that response.
+        headers.append(close)
+        for conn in list(self.server_state.connections):
+            drain = getattr(conn, "drain", None)
+            if drain is not None:
+                drain()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -75,10 +91,15 @@ def _handled_signals() -> None:
 
 
 def make_config(settings: Settings, app: object) -> uvicorn.Config:
+    from gateway.protocol import protocol_for
+
+    metrics = getattr(app, "metrics", None)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host, port=settings.port,
-        loop="uvloop", http="httptools", lifespan="on",
+        # ws="none": the server never takes an upgrade over; the pipeline refuses it as HTTP.
+        loop="uvloop", http=protocol_for(app, getattr(metrics, "connection_refused", None)), ws="none",
+        lifespan="on",
         access_log=False, server_header=False, proxy_headers=False, log_config=None,
         timeout_graceful_shutdown=int(settings.grace_timeout) or None,
         timeout_keep_alive=15, backlog=4096, log_level=settings.log_level,

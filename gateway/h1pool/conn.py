@@ -30,6 +30,7 @@ HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading the so
 # so a 100 MB line would otherwise cost the worker memory and quadratic CPU before any check ran.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 256
+_REASON_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
 class Cancel:
@@ -221,6 +222,11 @@ class Conn(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self.done:
             raise UpstreamProtocolError("unexpected data after the response")
+
+    def on_status(self, reason: bytes) -> None:
+        # reason-phrase = *( HTAB / SP / VCHAR / obs-text ); a control byte is a broken or hostile peer.
+        if reason.translate(None, _REASON_OK):
+            raise UpstreamProtocolError("control characters in the status line")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
