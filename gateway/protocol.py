@@ -128,6 +128,11 @@ class GatewayProtocol(HttpToolsProtocol):
         pass  # the pipeline refuses the upgrade (request.upgrade_not_allowed) and records it
 
     # --- drain ---------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """uvicorn's shutdown closes a connection with no request yet at once, resetting one whose
+        request bytes are in flight; treat it as the drain does (uvicorn waits for it to close)."""
+        self.drain()
+
     def drain(self) -> None:
         """Draining started: close this connection now if it sits idle, else soon after its next
         response (which carries `Connection: close`)."""

@@ -34,16 +34,28 @@ log = logging.getLogger("gateway.server")
 class GatewayServer(uvicorn.Server):
     """uvicorn.Server with a readiness drain before the listener closes."""
 
-    def __init__(self, config: uvicorn.Config, drain_delay: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain_delay: float, early: list[int] | None = None) -> None:
         super().__init__(config)
         self.drain_delay = drain_delay
         self._draining = False
+        # Signals that reached a worker before uvicorn installed its handlers (see _worker_entry).
+        self.early = early if early is not None else []
+
+    async def on_tick(self, counter: int) -> bool:
+        while self.early and self.started:
+            self.handle_exit(self.early.pop(0), None)
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == getattr(signal, "SIGHUP", None):
             reload = getattr(self.config.app, "request_reload", None)
             if reload is not None:
                 reload()
+            return
+        if not self.started and not self.should_exit and self.drain_delay > 0:
+            # Still starting: the drain (serving while the load balancer notices) begins once the
+            # server runs, or a slow start would use up the delay and serve nothing.
+            self.early.append(sig)
             return
         self._mark_draining()
         if self._draining or self.drain_delay <= 0:
@@ -106,14 +118,14 @@ def make_config(settings: Settings, app: object) -> uvicorn.Config:
     )
 
 
-def run_worker(settings: Settings, fd: int | None = None) -> None:
+def run_worker(settings: Settings, fd: int | None = None, early: list[int] | None = None) -> None:
     from gateway.app import Gateway
     from gateway.logs import setup_logging
 
     setup_logging(settings.log_level)
     _handled_signals()
     app = Gateway(settings)
-    server = GatewayServer(make_config(settings, app), settings.drain_delay)
+    server = GatewayServer(make_config(settings, app), settings.drain_delay, early)
     if fd is None:
         server.run()
         return
@@ -123,8 +135,14 @@ def run_worker(settings: Settings, fd: int | None = None) -> None:
 
 
 def _worker_entry(settings_json: str, fd: int) -> None:
+    # Forked workers inherit the supervisor's signal handlers; a SIGTERM arriving while this worker
+    # still starts would run them here and kill it (its accepted connections reset). Remember the
+    # signal instead; the server acts on it (drain, then stop) as soon as it runs.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: early.append(s))
     settings = Settings.model_validate_json(settings_json)
-    run_worker(settings, fd)
+    run_worker(settings, fd, early)
 
 
 def serve(settings: Settings) -> int:
