@@ -10,12 +10,14 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.audit import AuditLog
+from gateway.accesslog import AccessLog
+from gateway.audit import AuditKeyError, AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
-from gateway.health import Readiness, send_json, tcp_check
+from gateway.health import BOARD, Readiness, send_json
+from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
@@ -35,6 +37,7 @@ from gateway.policy.loader import load_policy
 from gateway.policy.schema import AuditSpec
 from gateway.ratelimit import RateLimiter, RateLimitSettings
 from gateway.settings import Settings, effective_env
+from gateway.tracing import tracer_from_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
 log = logging.getLogger("gateway")
@@ -52,7 +55,9 @@ class Gateway:
         self.metrics = process_metrics()
         self.in_flight = InFlight()
         self._sampler: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagMonitor(self.metrics.observe_loop_lag)
         self.metrics.policy_loaded(self.policy.digest)
+        self.metrics.init_series(self.policy.routes)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
         # No fallback key: an empty identity secret (production without GATEWAY_IDENTITY_SECRET)
@@ -60,9 +65,20 @@ class Gateway:
         self.signer = IdentitySigner(settings.effective_identity_secret(), audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
+        # A missing or weak key in production refuses the start (lifespan startup); in-process tools
+        # that never start the gateway (explain) can still build one.
+        self._audit_key_error: AuditKeyError | None = None
+        try:
+            audit_keys = AuditKeys.parse(settings.audit_key, production=settings.production)
+        except AuditKeyError as exc:
+            self._audit_key_error, audit_keys = exc, AuditKeys.parse(None)
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
-                              on_failed=self.metrics.audit_failure)
+                              on_failed=self.metrics.audit_failure,
+                              keys=audit_keys,
+                              checkpoints=settings.audit_checkpoints,
+                              checkpoint_interval=settings.audit_checkpoint_interval,
+                              redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
         self.jwks: JwksCache | None = None
         if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
@@ -71,9 +87,13 @@ class Gateway:
                                   5.0, p.algorithms)
         self.limiter: RateLimiter | None = None
         self.reloader = Reloader(self)
-        self.observers.append(AuditObserver(self.audit, self.jwt_policy.org_claim if self.jwt_policy else "org_id"))
-        self.readiness.checks["policy"] = self._policy_check
-        self.readiness.checks["upstream"] = lambda: tcp_check(self.policy.upstream.url)
+        org_claim = self.jwt_policy.org_claim if self.jwt_policy else "org_id"
+        self.observers.append(AuditObserver(self.audit, org_claim))
+        self.access_log = AccessLog(settings.access_log, org_claim=org_claim,
+                                    on_dropped=self.metrics.access_log_dropped)
+        if self.access_log.enabled:
+            self.observers.append(self.access_log)
+        self.tracer = tracer_from_env(self.env)
         self.install_policy(self.policy)
 
     def install_policy(self, policy: CompiledPolicy) -> None:
@@ -96,6 +116,7 @@ class Gateway:
         self.jwt_policy, self.verifier = jwt, verifier
         self.policy = policy
         self.pipeline = self.build_pipeline()
+        BOARD.set_policy(policy)
 
     def request_reload(self) -> None:
         """Called from the SIGHUP handler (main thread, loop running)."""
@@ -106,6 +127,7 @@ class Gateway:
         self.metrics.reload(result)
         if result == "ok":
             self.metrics.policy_loaded(digest)
+            self.metrics.init_series(self.policy.routes)
 
     def current_policy(self) -> CompiledPolicy:
         return self.policy
@@ -163,7 +185,9 @@ class Gateway:
         app = RoutingStage(app)                                         # 4 route match
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
-        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)
+        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight,
+                              trusted_peer=lambda ip: self.proxies.is_trusted(ip), tracer=self.tracer,
+                              count_bytes=self.access_log.enabled)
 
     def _ratelimit_state(self, degraded: bool) -> None:
         self.metrics.set_degraded(degraded)
@@ -181,14 +205,19 @@ class Gateway:
         if self.limiter is not None:
             await self.limiter.brute_force.record_failure(ip)
 
-    async def _policy_check(self) -> tuple[bool, str]:
-        return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
+    def _redis_mandatory(self) -> bool:
+        rl = self.policy.sections.get("compiled.rate_limits")
+        return getattr(rl, "on_storage_error", None) == "closed"
 
     async def startup(self) -> None:
+        if self._audit_key_error is not None:
+            raise self._audit_key_error
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
         await self.audit.start()
+        self.access_log.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
+        self.loop_lag.start()
         self.reloader.start_watching()
         if self.jwks is not None:
             await self.jwks.start()
@@ -196,12 +225,15 @@ class Gateway:
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
-            self.readiness.checks["redis"] = lambda: _ping(ping)
+            # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every
+            # replica shares would take every replica out of rotation at once (gateway/health.py).
+            self.readiness.checks["redis"] = lambda: _ping(ping) if self._redis_mandatory() else _const(True, "")
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
         if self._sampler is not None:
             self._sampler.cancel()
+        await self.loop_lag.stop()
         self.metrics.flush()
         await self.forwarder.close()
         if self.jwks is not None:
@@ -210,6 +242,8 @@ class Gateway:
         if self.limiter is not None:
             await self.limiter.aclose()
         await self.audit.close()
+        await asyncio.to_thread(self.access_log.close)
+        await asyncio.to_thread(self.tracer.shutdown)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -252,7 +286,7 @@ async def _const(ok: bool, detail: str) -> tuple[bool, str]:
 
 async def _ping(ping: Any) -> tuple[bool, str]:
     try:
-        await ping()
+        await asyncio.wait_for(ping(), 1.0)
     except Exception:
         return False, "unreachable"
     return True, "ok"

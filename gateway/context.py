@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.policy.compiled import CompiledPolicy, CompiledRoute
+    from gateway.tracing import Span
 
 
 class RequestContext:
@@ -35,6 +36,10 @@ class RequestContext:
         "response_headers",
         "audit_extra",
         "upstream_seconds",
+        "client_request_id",
+        "trace",
+        "bytes_in",
+        "bytes_out",
     )
 
     def __init__(self, request_id: str, client_ip: str, policy: CompiledPolicy) -> None:
@@ -60,6 +65,11 @@ class RequestContext:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.audit_extra: dict[str, Any] = {}
         self.upstream_seconds: float | None = None
+        # The caller's X-Request-ID when it was not adopted (untrusted peer), capped.
+        self.client_request_id: str | None = None
+        self.trace: Span | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 def get_context(scope: dict[str, Any]) -> RequestContext:

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        for key in ("request_id", "route", "reason", "event"):
+        for key in ("request_id", "trace_id", "route", "reason", "event"):
             value = getattr(record, key, None)
             if value is not None:
                 out[key] = value
