@@ -233,6 +233,10 @@ class Conn(asyncio.Protocol):
         self.n_headers += 1
         if self.head_size > MAX_HEAD or self.n_headers > MAX_HEADERS:
             raise UpstreamProtocolError("response head too large")
+        if self.headers_done:
+            # A chunked body's trailer fields come through the same callback: they are dropped
+            # (never forwarded), and must not join the header list the client's head is built from.
+            return
         self.headers.append((name.lower(), value))
 
     def _check_framing(self) -> None:

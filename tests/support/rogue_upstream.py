@@ -67,6 +67,7 @@ class RogueUpstream:
         self.srv.listen(512)
         self.port = self.srv.getsockname()[1]
         self.accepted = 0
+        self.first_lines: list[bytes] = []  # request line of each connection's first request
         self.heads: list[tuple[float, bytes]] = []
         self.events: list[tuple[float, str]] = []
         self.stop = threading.Event()
@@ -101,9 +102,15 @@ class RogueUpstream:
                 self.accepted += 1
             threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
 
+    def connections_for(self, path: bytes) -> int:
+        """Connections whose first request went to `path` (the gateway's probes are left out)."""
+        with self.lock:
+            return sum(1 for line in self.first_lines if line.split(b" ")[1:2] == [path])
+
     def _conn(self, conn: socket.socket) -> None:
         with conn:
             buf = b""
+            first = True
             while not self.stop.is_set():
                 try:
                     head, buf = read_head(conn, buf)
@@ -111,6 +118,9 @@ class RogueUpstream:
                     return
                 with self.lock:
                     self.heads.append((time.monotonic(), head))
+                    if first:
+                        self.first_lines.append(head.split(b"\r\n", 1)[0])
+                        first = False
                 try:
                     keep = self.handler(conn, head + b"\r\n\r\n" + buf)
                 except OSError:
