@@ -28,7 +28,7 @@ POLICY = """
       - {id: fast, path: /v1/fast, methods: [GET], auth: jwt, upstream_path: /fast}
       - {id: public, path: /v1/public, methods: [GET], auth: none, upstream_path: /slow}
 """
-SLOW = 4.0
+SLOW = 6.0
 
 
 def answer(conn: socket.socket, raw: bytes) -> bool:
@@ -53,15 +53,14 @@ def test_one_org_flooding_slow_requests_does_not_delay_another(rig: tuple[Proc, 
     gw, _ = rig
     flood = [auth(f"attacker-{i}", "org-a") for i in range(12)]  # many users, one org
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        started = time.monotonic()
         futures = [pool.submit(httpx.get, f"{gw.url}/v1/slow", headers=h, timeout=30) for h in flood]
         time.sleep(1.0)  # org A's share is in flight at the upstream, the rest refused
         b = httpx.get(f"{gw.url}/v1/fast", headers=auth("bob", "org-b"), timeout=30)
-        b_done = time.monotonic()
+        a_still_running = sum(1 for f in futures if not f.done())
         results = [f.result() for f in futures]
     assert b.status_code == 200
     # Causality, not a stopwatch: org B was answered while org A's slow requests still ran.
-    assert b_done - started < SLOW
+    assert a_still_running >= 3, "org B waited for org A's slow requests"
     statuses = sorted(r.status_code for r in results)
     assert statuses.count(200) == 3, statuses
     assert statuses.count(429) == 9, statuses
