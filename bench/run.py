@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="distinct users to cycle through, so per-user rate limits never bind (default 5000)")
     p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=["redis"],
                    help="extra one-worker gateway runs: redis (Redis-backed limits, the default), "
-                        "nocache (no token cache); '' for none")
+                        "nocache (no token cache), noaccesslog (GATEWAY_ACCESS_LOG=off: the access "
+                        "log's cost); '' for none")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),

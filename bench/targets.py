@@ -48,7 +48,7 @@ class Launched:
 @dataclass(frozen=True)
 class Target:
     """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
-    one-worker gateway variant: gateway-redis | gateway-nocache."""
+    one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog."""
 
     label: str
     kind: str
@@ -115,7 +115,7 @@ def _policy_without_token_cache(b: Bench) -> Path:
 
 
 def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
-            checkout: Path | None = None) -> Callable[[Bench], Launched]:
+            checkout: Path | None = None, access_log: str | None = None) -> Callable[[Bench], Launched]:
     """`checkout`: run the gateway code of another checkout (a before/after in one run), with
     this checkout's Python environment and policy."""
 
@@ -132,6 +132,8 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             "GATEWAY_POLICY_DIR": str(b.root / "policies" if token_cache else _policy_without_token_cache(b)),
             "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
         })
+        if access_log is not None:
+            env["GATEWAY_ACCESS_LOG"] = access_log
         if b.gateway_redis if with_redis is None else with_redis:
             redis, redis_url = peers.start_redis(b.procs, b.work, f"redis-gateway-w{workers}")
             started.append(redis)
@@ -170,6 +172,10 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
           for v in variants or [] if v == "redis"),
         *(Target("gateway w1 nocache", "gateway-nocache", gateway(1, token_cache=False), workers=1)
           for v in variants or [] if v == "nocache"),
+        # The access log's cost: the same one-worker run with GATEWAY_ACCESS_LOG=off (the rows
+        # above log every request to stdout, the default).
+        *(Target("gateway w1 noaccesslog", "gateway-noaccesslog", gateway(1, access_log="off"), workers=1)
+          for v in variants or [] if v == "noaccesslog"),
         # --baseline DIR: the same Redis-backed run with another checkout's code (before/after).
         *([Target("baseline w1 +redis", "gateway-baseline", gateway(1, with_redis=True, checkout=baseline),
                   workers=1, sweep=True)] if baseline is not None else []),

@@ -20,17 +20,21 @@ from gateway.health import BOARD, Readiness, send_json
 from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
+from gateway.pipeline.addresslimit import AddressLimitStage
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.cors import CorsStage
+from gateway.pipeline.deprecation import DeprecationStage
+from gateway.pipeline.docs import DocsStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
+from gateway.pipeline.validate import BodyValidationStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
@@ -137,7 +141,7 @@ class Gateway:
         jwt = getattr(auth, "jwt", None)
         if jwt is None:
             return None
-        # Environment wins where the policy is silent (DESIGN.md §3 contracts).
+        # Environment wins where the policy is silent (the GATEWAY_JWT_* variables).
         updates: dict[str, object] = {}
         if not jwt.issuer:
             updates["issuer"] = self.settings.jwt_issuer or None
@@ -167,22 +171,31 @@ class Gateway:
         limiter = self.limiter
         if limiter is None:
             raise RuntimeError("install_policy builds the limiter before the pipeline")
-        guard = limiter.brute_force
-        # Innermost first: the request meets these in reverse order (DESIGN.md §2).
+        limiter.on_evict = self.metrics.abuse.evicted
+        abuse = self.metrics.abuse
+        # Innermost first: the request meets these in reverse order. The README table "What a
+        # request goes through" gives the reason for each position; keep the two in step.
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting
+        app = BodyValidationStage(app)                                  # 10b JSON parsed once + schema
+        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
         app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
-                           self.metrics.webhook, self.metrics.redis_error)
+                           self.metrics.webhook, self.metrics.redis_error,
+                           guard=lambda: limiter.webhook_brute_force, event=abuse.event,
+                           hmac_computed=abuse.hmac_computed)
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
-                        blocked=guard.check, failed=self._auth_failed)
+                        guard=lambda: limiter.brute_force, event=abuse.event)
         app = BodyLimitStage(app)                                       # 6 size caps
+        app = AddressLimitStage(app, lambda: limiter,                   # 5b per-address limits
+                                self.metrics.ratelimit, abuse.event)
+        app = DeprecationStage(app, self.metrics.deprecated)            # 5a deprecation headers, sunset
         app = CorsStage(app)                                            # 5 CORS
         app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
+        app = DocsStage(app)                                            # 3b /v1/openapi.json, /v1/docs
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers, self.in_flight,
@@ -200,10 +213,6 @@ class Gateway:
             self.metrics.set_in_flight(self.in_flight.n)
             self.metrics.flush()
             await asyncio.sleep(1.0)
-
-    async def _auth_failed(self, ip: str) -> None:
-        if self.limiter is not None:
-            await self.limiter.brute_force.record_failure(ip)
 
     def _redis_mandatory(self) -> bool:
         rl = self.policy.sections.get("compiled.rate_limits")
@@ -223,6 +232,7 @@ class Gateway:
             await self.jwks.start()
             jwks = self.jwks
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
+            BOARD.extra["jwks"] = lambda: (jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
             # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every

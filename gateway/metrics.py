@@ -173,6 +173,9 @@ class Metrics:
         self.connections_refused = Counter("gateway_connections_refused_total",
                                            "Client connections closed at once: over limits.max_connections.",
                                            registry=r)
+        self.deprecated_calls = Counter("gateway_deprecated_calls_total",
+                                        "Calls to deprecated routes (after sunset: refused), by route id.",
+                                        ["route", "outcome"], registry=r)
         self.audit_segments = Counter("gateway_audit_segments_total",
                                       "New audit segments: the writer found its file cut back or doctored.",
                                       registry=r)
@@ -181,6 +184,7 @@ class Metrics:
         self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
                                   "How late the event loop ran a due 10 ms timer: time it was blocked.",
                                   buckets=LAG_BUCKETS, registry=r)
+        self.abuse = AbuseMetrics(r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -275,6 +279,9 @@ class Metrics:
     def webhook(self, route: str | None, outcome: str) -> None:
         self._inc(self._child(self.webhooks, route or NO_ROUTE, _checked(outcome, WEBHOOK_OUTCOMES)))
 
+    def deprecated(self, route: str, outcome: str) -> None:
+        self._inc(self._child(self.deprecated_calls, route, "sunset" if outcome == "sunset" else "served"))
+
     def redis_error(self, component: str) -> None:
         self._child(self.redis_errors, component).inc()
 
@@ -309,6 +316,61 @@ class Metrics:
     def observe_loop_lag(self, seconds: float) -> None:
         # ~100 samples a second: written directly, no batching needed.
         self.loop_lag.observe(seconds)
+
+
+class AbuseMetrics:
+    """Brute-force blocks and refusals, verification budget refusals, webhook HMAC computations,
+    and evictions of in-process per-key state (issue 14). Self-contained: registered on the
+    owning `Metrics`' registry, label children cached, bounded label values."""
+
+    SCOPES = frozenset({"auth", "webhook"})
+    EVENTS = frozenset({"block", "refused", "budget_refused"})
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.blocks = Counter("gateway_bruteforce_blocks_total",
+                              "Addresses blocked for failed verifications, by scope (auth, webhook).",
+                              ["scope"], registry=r)
+        self.refusals = Counter("gateway_bruteforce_refusals_total",
+                                "Requests refused (429) because their address is blocked, by scope.",
+                                ["scope"], registry=r)
+        self.budget = Counter("gateway_auth_verify_budget_refusals_total",
+                              "Tokens from a blocked address refused unverified (verifications/s budget spent).",
+                              registry=r)
+        self.hmac = Counter("gateway_webhook_hmac_total",
+                            "Webhook signature verifications (one HMAC computation at most each), by route.",
+                            ["route"], registry=r)
+        self.evictions = Counter("gateway_ratelimit_evictions_total",
+                                 "In-process per-key entries evicted (oldest first) to stay under max_tracked_keys.",
+                                 ["store"], registry=r)
+        self._children: dict[tuple[object, ...], Any] = {}
+        for scope in sorted(self.SCOPES):  # known series exist at zero (alerts see a rate, not absence)
+            self._child(self.blocks, scope)
+            self._child(self.refusals, scope)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels) if labels else metric
+        return child
+
+    def event(self, scope: str, what: str) -> None:
+        scope = _checked(scope, self.SCOPES)
+        what = _checked(what, self.EVENTS)
+        if what == "block":
+            self._child(self.blocks, scope).inc()
+        elif what == "refused":
+            self._child(self.refusals, scope).inc()
+        else:
+            self._child(self.budget).inc()
+            self._child(self.refusals, scope).inc()
+
+    def hmac_computed(self, route: str | None) -> None:
+        self._child(self.hmac, route or NO_ROUTE).inc()
+
+    def evicted(self, store: str, n: int) -> None:
+        # store names are fixed strings of our own code (memory, fallback, known, auth_blocks, ...)
+        self._child(self.evictions, store).inc(n)
 
 
 def _checked(value: str, allowed: frozenset[str]) -> str:

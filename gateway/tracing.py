@@ -22,6 +22,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
+from random import getrandbits
 from typing import Any
 
 log = logging.getLogger("gateway.tracing")
@@ -92,9 +93,11 @@ class Tracer:
 
     def start(self, headers: list[tuple[bytes, bytes]]) -> Span:
         parsed, state = incoming(headers)
-        span_id = os.urandom(8).hex()
+        # Trace and span ids must be unique, not secret (W3C Trace Context §9): the PRNG costs
+        # a fraction of a getrandom() syscall per request. `or 1`: an all-zero id is invalid.
+        span_id = f"{getrandbits(64) or 1:016x}"
         if parsed is None:
-            return Span(os.urandom(16).hex(), span_id, None, "00", None)
+            return Span(f"{getrandbits(128) or 1:032x}", span_id, None, "00", None)
         trace_id, parent_id, flags = parsed
         return Span(trace_id, span_id, parent_id, flags[-2:], state)
 

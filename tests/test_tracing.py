@@ -117,3 +117,22 @@ def test_spans_exported_over_otlp(tmp_path: Path, collector: str) -> None:
     attrs = {a.key: a.value for a in span.attributes}
     assert attrs["gateway.route"].string_value == "echo" and attrs["http.response.status_code"].int_value == 200
     assert span.name == "GET echo"
+
+
+def test_log_lines_written_while_serving_carry_request_and_trace_ids() -> None:
+    import contextvars
+    import json
+    import logging
+
+    from gateway.logs import CURRENT_REQUEST, JsonFormatter
+
+    def inside_request() -> str:
+        CURRENT_REQUEST.set(("req-0123456789abcdef", TRACE))
+        record = logging.LogRecord("gateway.forwarder", logging.ERROR, __file__, 1, "upstream broke", None, None)
+        return JsonFormatter().format(record)
+
+    line = json.loads(contextvars.copy_context().run(inside_request))
+    assert (line["request_id"], line["trace_id"]) == ("req-0123456789abcdef", TRACE)
+    outside = json.loads(JsonFormatter().format(
+        logging.LogRecord("gateway", logging.ERROR, __file__, 1, "no request", None, None)))
+    assert "trace_id" not in outside and "request_id" not in outside

@@ -21,6 +21,7 @@ from os import urandom
 
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, ServiceUnavailable
+from gateway.logs import CURRENT_REQUEST
 from gateway.pipeline.base import ASGIApp, Message, Receive, Scope, Send, send_problem
 from gateway.pipeline.bodylimit import ClientDisconnected
 from gateway.tracing import Tracer
@@ -80,6 +81,7 @@ class RequestIdStage:
         ctx = RequestContext(rid, peer, self.policy())  # type: ignore[arg-type]
         ctx.client_request_id = client_rid
         span = ctx.trace = self.tracer.start(headers)
+        CURRENT_REQUEST.set((rid, span.trace_id))  # this request's task only (a copied context)
         scope["gateway"] = ctx
         if self.count_bytes:
             send, receive = _counting(send, receive, ctx)
