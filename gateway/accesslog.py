@@ -38,6 +38,30 @@ _BATCH = 1024
 MAX_USER_AGENT = 256
 
 
+PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are never interleaved with others'
+
+
+def write_lines(fd: int, lines: list[bytes]) -> None:
+    """Write whole lines to `fd` in chunks of at most PIPE_BUF bytes, so that several worker
+    processes sharing one stdout pipe never interleave inside a line."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > PIPE_BUF:
+            _write_all(fd, b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        _write_all(fd, b"".join(chunk))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _rfc3339(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -130,22 +154,25 @@ class AccessLog:
             if batch:
                 for e in batch:
                     e["time"] = _rfc3339(e["time"])
-                data = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in batch).encode()
-                self._write(data, len(batch))
+                lines = [(json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in batch]
+                self._write(lines)
             if stop:
                 return
 
-    def _write(self, data: bytes, n: int) -> None:
+    def _write(self, lines: list[bytes]) -> None:
         try:
             if self.target.lower() == "stdout":
-                sys.stdout.buffer.write(data)
-                sys.stdout.buffer.flush()
+                try:
+                    fd = sys.stdout.fileno()
+                except (AttributeError, OSError, ValueError):  # replaced by a non-file (tests)
+                    sys.stdout.buffer.write(b"".join(lines))
+                    sys.stdout.flush()
+                else:
+                    sys.stdout.flush()  # whatever Python buffered for stdout goes first
+                    write_lines(fd, lines)
             else:
-                fd = self._file()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            self.written += n
+                _write_all(self._file(), b"".join(lines))  # O_APPEND: one write per batch
+            self.written += len(lines)
         except Exception as exc:  # the log must never take a worker down
             self.failures += 1
             if self.failures == 1 or self.failures % 1000 == 0:

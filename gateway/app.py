@@ -27,11 +27,14 @@ from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.cors import CorsStage
+from gateway.pipeline.deprecation import DeprecationStage
+from gateway.pipeline.docs import DocsStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
+from gateway.pipeline.validate import BodyValidationStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
@@ -138,7 +141,7 @@ class Gateway:
         jwt = getattr(auth, "jwt", None)
         if jwt is None:
             return None
-        # Environment wins where the policy is silent (DESIGN.md §3 contracts).
+        # Environment wins where the policy is silent (the GATEWAY_JWT_* variables).
         updates: dict[str, object] = {}
         if not jwt.issuer:
             updates["issuer"] = self.settings.jwt_issuer or None
@@ -173,6 +176,7 @@ class Gateway:
         # Innermost first: the request meets these in reverse order. The README table "What a
         # request goes through" gives the reason for each position; keep the two in step.
         app: ASGIApp = self.forwarder                                   # 11 forwarding
+        app = BodyValidationStage(app)                                  # 10b JSON parsed once + schema
         app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
@@ -187,9 +191,11 @@ class Gateway:
         app = BodyLimitStage(app)                                       # 6 size caps
         app = AddressLimitStage(app, lambda: limiter,                   # 5b per-address limits
                                 self.metrics.ratelimit, abuse.event)
+        app = DeprecationStage(app, self.metrics.deprecated)            # 5a deprecation headers, sunset
         app = CorsStage(app)                                            # 5 CORS
         app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
+        app = DocsStage(app)                                            # 3b /v1/openapi.json, /v1/docs
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
         return RequestIdStage(app, self.current_policy, self.observers, self.in_flight,
@@ -226,6 +232,7 @@ class Gateway:
             await self.jwks.start()
             jwks = self.jwks
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
+            BOARD.extra["jwks"] = lambda: (jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
             # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every

@@ -30,6 +30,7 @@ class RequestContext:
         "token",
         "body",
         "body_replaced",
+        "body_json",
         "decision",
         "reason",
         "status",
@@ -57,6 +58,8 @@ class RequestContext:
         # Buffered body, set only when a stage had to read it (tenant body binding, webhooks).
         self.body: bytes | None = None
         self.body_replaced = False
+        # The body parsed strictly (duplicate keys refused), once, by the first stage that needs it.
+        self.body_json: Any = None
         self.decision = "allow"
         self.reason: str | None = None
         self.status = 0

@@ -96,6 +96,8 @@ class HealthBoard:
         self.redis_configured = False
         self.upstream: ProbeResult | None = None
         self.redis: ProbeResult | None = None
+        # Checks only the serving process can answer (JWKS keys loaded); they count for readiness.
+        self.extra: dict[str, Callable[[], tuple[bool, str]]] = {}
 
     def set_policy(self, policy: Any) -> None:
         rl = policy.sections.get("compiled.rate_limits")
@@ -113,6 +115,14 @@ class HealthBoard:
         if self.workers is not None:
             alive, expected = self.workers
             checks["workers"] = {"ok": alive > 0, "detail": f"{alive} of {expected} alive"}
+        extra_ok = True
+        for name, check in list(self.extra.items()):
+            try:
+                good, detail = check()
+            except Exception:
+                good, detail = False, "check failed"
+            checks[name] = {"ok": good, "detail": detail}
+            extra_ok = extra_ok and good
         mandatory = bool(policy and policy["redis_mandatory"])
         if self.redis_configured:
             r = self.redis
@@ -125,7 +135,7 @@ class HealthBoard:
                               "latency_ms": round(u.seconds * 1000, 1) if u and u.seconds is not None else None,
                               "affects_readiness": False,
                               "why": "shared by every replica; the gateway answers 502/504 itself"}
-        ready = (policy is not None and not self.draining and (self.workers is None or self.workers[0] > 0)
+        ready = (policy is not None and not self.draining and extra_ok and (self.workers is None or self.workers[0] > 0)
                  and (not mandatory or bool(self.redis and self.redis.ok)))
         return ready, checks
 

@@ -170,6 +170,9 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.deprecated_calls = Counter("gateway_deprecated_calls_total",
+                                        "Calls to deprecated routes (after sunset: refused), by route id.",
+                                        ["route", "outcome"], registry=r)
         self.audit_segments = Counter("gateway_audit_segments_total",
                                       "New audit segments: the writer found its file cut back or doctored.",
                                       registry=r)
@@ -272,6 +275,9 @@ class Metrics:
 
     def webhook(self, route: str | None, outcome: str) -> None:
         self._inc(self._child(self.webhooks, route or NO_ROUTE, _checked(outcome, WEBHOOK_OUTCOMES)))
+
+    def deprecated(self, route: str, outcome: str) -> None:
+        self._inc(self._child(self.deprecated_calls, route, "sunset" if outcome == "sunset" else "served"))
 
     def redis_error(self, component: str) -> None:
         self._child(self.redis_errors, component).inc()

@@ -24,7 +24,8 @@ _LABELS = {
     "AddressLimitStage": "address limits", "BodyLimitStage": "size caps", "AuthStage": "authentication",
     "WebhookStage": "webhook",
     "TenantStage": "tenant", "AuthzStage": "authorization", "RateLimitStage": "rate limit",
-    "StubUpstream": "forward",
+    "StubUpstream": "forward", "DocsStage": "docs", "DeprecationStage": "deprecation",
+    "BodyValidationStage": "body validation",
 }
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 
