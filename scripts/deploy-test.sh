@@ -102,6 +102,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+INPUTS_HASH=$(bash scripts/deploy-inputs-hash.sh)
+
 # --- 1. tools and the daemon ------------------------------------------------------------------------
 step "tools"
 need=()
@@ -173,11 +175,11 @@ step "service-images"
 if [ -n "$LOCAL_BASE" ]; then
   for svc in redis nginx prometheus postgres; do
     docker build -q -f "deploy/images/$svc.Dockerfile" --build-arg "BASE_IMAGE=$BASE" \
-      -t "edge-gateway-local/$svc:bookworm" deploy/images >/dev/null \
-      || die "building deploy/images/$svc.Dockerfile failed"
+      -t "edge-gateway-local/$svc:bookworm" deploy/images >"$WORK/build-$svc.log" 2>&1 \
+      || { tail -20 "$WORK/build-$svc.log"; die "building deploy/images/$svc.Dockerfile failed"; }
   done
-  export REDIS_IMAGE=edge-gateway-local/redis:bookworm NGINX_IMAGE=edge-gateway-local/nginx:bookworm \
-    PROMETHEUS_IMAGE=edge-gateway-local/prometheus:bookworm POSTGRES_IMAGE=edge-gateway-local/postgres:bookworm
+  export EDGE_REDIS_IMAGE=edge-gateway-local/redis:bookworm EDGE_NGINX_IMAGE=edge-gateway-local/nginx:bookworm \
+    EDGE_PROMETHEUS_IMAGE=edge-gateway-local/prometheus:bookworm EDGE_POSTGRES_IMAGE=edge-gateway-local/postgres:bookworm
   note "redis/nginx/prometheus/postgres images built from Debian packages (deploy/images/)"
 fi
 
@@ -251,13 +253,13 @@ with open(sys.argv[1], "w") as f:
     f.writelines(f"{k}={v}\n" for k, v in values.items())
 EOF
 cat >> "$WORK/deploy.env" <<EOF
-GATEWAY_IMAGE=$IMAGE
+EDGE_GATEWAY_IMAGE=$IMAGE
 EDGE_HTTP_BIND=127.0.0.1
 EDGE_HTTP_PORT=$LB_PORT
 EDGE_PROMETHEUS_BIND=127.0.0.1
 EDGE_PROMETHEUS_PORT=$PROM_PORT
 EOF
-for var in REDIS_IMAGE NGINX_IMAGE PROMETHEUS_IMAGE POSTGRES_IMAGE; do
+for var in EDGE_REDIS_IMAGE EDGE_NGINX_IMAGE EDGE_PROMETHEUS_IMAGE EDGE_POSTGRES_IMAGE; do
   [ -n "${!var:-}" ] && echo "$var=${!var}" >> "$WORK/deploy.env"
 done
 umask 022
@@ -300,3 +302,9 @@ DEPLOY_COMPOSE="$(printf '%s\n' "${COMPOSE[@]}")" "$PY" scripts/deploy_smoke.py 
   --env-file "$WORK/deploy.env" --project "$PROJECT" --failed-step-file "$WORK/failed-step"
 note "smoke test passed in $(($(date +%s) - SMOKE_T0)) s"
 STEP="teardown"
+
+# --- 8. stamp: .ci/run re-runs this test only when the deploy inputs change ---------------------------
+if [ -z "$BREAK" ] && [ "${DEPLOY_TEST_STORE:-auto}" = auto ] && [ "$(bash scripts/deploy-inputs-hash.sh)" = "$INPUTS_HASH" ]; then
+  echo "$INPUTS_HASH" > deploy/tested.sha256
+  note "deploy inputs $INPUTS_HASH recorded in deploy/tested.sha256 (commit it)"
+fi
