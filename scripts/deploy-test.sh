@@ -193,14 +193,15 @@ if [ "$HOST_PY" != "$BASE_PY" ]; then
   log "warning: wheelhouse built with Python $HOST_PY, image has $BASE_PY: markers may differ (set WHEEL_PYTHON)"
 fi
 WH=deploy/wheelhouse
-key=$(cat pyproject.toml <(echo "$HOST_PY") | sha256sum | cut -c1-16)
+"$WHEEL_PYTHON" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+  > "$WORK/requirements.txt"
+# Rebuilt when the runtime dependencies or the interpreter change (not for test-only extras).
+key=$(cat "$WORK/requirements.txt" <(echo "$HOST_PY") | sha256sum | cut -c1-16)
 if [ "$(cat "$WH/.key" 2>/dev/null)" != "$key" ]; then
   mkdir -p "$CACHE"
   if [ ! -x "$CACHE/wheel-venv-$HOST_PY/bin/pip" ]; then
     "$WHEEL_PYTHON" -m venv "$CACHE/wheel-venv-$HOST_PY" || die "cannot make a venv with $WHEEL_PYTHON (python3-venv?)"
   fi
-  "$WHEEL_PYTHON" -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-    > "$WORK/requirements.txt"
   rm -rf "$WH.tmp" && mkdir -p "$WH.tmp"
   "$CACHE/wheel-venv-$HOST_PY/bin/pip" wheel -q -w "$WH.tmp" "setuptools>=68" wheel -r "$WORK/requirements.txt" \
     >"$WORK/wheel.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/wheel.log" | tail -20; die "pip wheel failed"; }

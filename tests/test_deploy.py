@@ -43,7 +43,7 @@ OUR_PREFIXES = ("GATEWAY_", "KOMMO_", "UPSTREAM_")
 # may not be on this branch yet: the audit chain's key, the CORS origins, the upstream's PostgreSQL URLs.
 CONTRACT_VARS = {"GATEWAY_AUDIT_KEY", "GATEWAY_AUDIT_CHECKPOINTS", "GATEWAY_CORS_ORIGINS",
                  "UPSTREAM_DATABASE_URL", "UPSTREAM_DATABASE_OWNER_URL"}
-# Read by deploy/postgres/init-roles.sh (the database container), not by the gateway or upstream.
+# Read by deploy/k8s-postgres/init-roles.sh (the database container), not by the gateway or upstream.
 INIT_ROLES_VARS = {"UPSTREAM_DB_OWNER_PASSWORD", "UPSTREAM_DB_APP_PASSWORD"}
 GATEWAY_LABELS = {"app.kubernetes.io/name": "gateway"}
 UPSTREAM_LABELS = {"app.kubernetes.io/name": "upstream"}
@@ -606,7 +606,7 @@ def test_postgres_addon_separates_roles_and_orders_the_migration() -> None:
     assert {"POSTGRES_PASSWORD", "UPSTREAM_DB_OWNER_PASSWORD", "UPSTREAM_DB_APP_PASSWORD"} <= secrets
     example = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (DEPLOY / "env.example").read_text(), re.M))
     assert secrets <= example
-    roles = (DEPLOY / "postgres" / "init-roles.sh").read_text()
+    roles = (DEPLOY / "k8s-postgres" / "init-roles.sh").read_text()
     for role in (owner.username, app.username):
         assert re.search(rf"CREATE ROLE {role} LOGIN PASSWORD :'\w+' NOSUPERUSER .*NOBYPASSRLS;", roles), role
     assert f"CREATE DATABASE {owner.path.lstrip('/')} OWNER {owner.username};" in roles

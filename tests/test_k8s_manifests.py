@@ -153,3 +153,58 @@ def test_k8s_policy_copies_match_policies() -> None:
     ours = {p.name: p.read_text() for p in (K8S / "policies").glob("*.y*ml")}
     source = {p.name: p.read_text() for p in (ROOT / "policies").glob("*.y*ml")}
     assert ours == source, "deploy/k8s/policies/ differs from policies/: run `bash scripts/sync-k8s-policies.sh`"
+
+
+# --- the PostgreSQL overlay (deploy/k8s-postgres) --------------------------------------------------
+
+PG = ROOT / "deploy" / "k8s-postgres"
+
+
+@pytest.fixture(scope="module")
+def pg_rendered() -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl absent: the overlay's patches need real kustomize (the base was checked above)")
+    return kubectl_render(PG)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_postgres_overlay_passes_the_schemas(pg_rendered: list[dict[str, Any]], version: str) -> None:
+    for obj in pg_rendered:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{key(obj)} fails the Kubernetes {version} schema: {exc.message} at {list(exc.path)}")
+    (secret,) = [d for d in yaml.safe_load_all((PG / "secret.yaml").read_text()) if d]
+    kubernetes_validate.validate(secret, version, strict=True)
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def test_postgres_overlay_migrates_first_and_keeps_the_owner_away(pg_rendered: list[dict[str, Any]]) -> None:
+    objs = {key(o): o for o in pg_rendered}
+    base = {key(o) for o in render(K8S)}
+    assert base <= objs.keys()  # the overlay adds to the base, drops nothing
+    up = objs[("Deployment", "edge-gateway", "upstream")]["spec"]["template"]["spec"]
+    (migrate,) = up["initContainers"]
+    assert migrate["command"] == ["python", "-m", "upstream_stub", "migrate"]
+    menv = _env(migrate)
+    assert menv["UPSTREAM_DATABASE_OWNER_URL"]["secretKeyRef"] == {"name": "upstream-db",
+                                                                  "key": "UPSTREAM_DATABASE_OWNER_URL"}
+    (server,) = up["containers"]
+    senv = _env(server)
+    assert senv["UPSTREAM_DATABASE_URL"]["secretKeyRef"]["key"] == "UPSTREAM_DATABASE_URL"
+    assert "UPSTREAM_DATABASE_OWNER_URL" not in senv, "the serving upstream must not hold the owner credentials"
+    assert {"GATEWAY_IDENTITY_SECRET", "UPSTREAM_ENCRYPTION_KEY"} <= senv.keys()  # base env kept by the merge
+    assert migrate["image"] == server["image"]
+    # Only upstream pods reach PostgreSQL; the default deny of the base covers the rest.
+    (np,) = [o for o in pg_rendered if o["kind"] == "NetworkPolicy"
+             and o["spec"]["podSelector"].get("matchLabels") == {"app.kubernetes.io/name": "postgres"}]
+    (rule,) = np["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "upstream"}}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 5432}]
+    sts = objs[("StatefulSet", "edge-gateway", "postgres")]["spec"]["template"]["spec"]
+    assert sts["securityContext"]["runAsNonRoot"] is True
+    init = objs[("ConfigMap", "edge-gateway", "postgres-init")]
+    assert init["data"]["init-roles.sh"] == (PG / "init-roles.sh").read_text()
