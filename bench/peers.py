@@ -1,6 +1,6 @@
-"""The peers of ../shared/peers, run from a private copy under .bench/ on free loopback ports.
+"""The peers (bench/peer_files/ or --peers), run from a private copy under .bench/ on free ports.
 
-The shared peer files are read-only and their fixed ports (9001, 9002, ...) may already be taken
+The peer files are treated as read-only and their fixed ports (9001, 9002, ...) may already be taken
 by someone else's copy on this machine, so the nginx configs are templated onto free ports with
 their pid and error-log files moved under .bench/, and the Fastify peer is copied (its
 node_modules is installed once by `npm ci` and reused while package-lock.json is unchanged).
@@ -54,7 +54,7 @@ def start_nginx(procs: Procs, name: str, conf: Path, port: int) -> Proc:
 def start_upstream(procs: Procs, peers: Path, work: Path) -> tuple[Proc, bool]:
     """The tiny JSON upstream: nginx's `upstream.conf`, else the Python fallback (second item False)."""
     port = free_port()
-    if missing("nginx") is None:
+    if missing("nginx") is None and (peers / "nginx" / "upstream.conf").is_file():
         conf = nginx_conf(peers / "nginx" / "upstream.conf", _dir(work / "nginx"), {9001: port})
         return start_nginx(procs, "nginx-upstream", conf, port), True
     argv = [sys.executable, "-m", "bench.upstream", str(port)]
@@ -75,7 +75,7 @@ def prepare_fastify(peers: Path, work: Path) -> Path:
     if reason:
         raise Unavailable(reason)
     if not (src / "server.js").is_file():
-        raise Unavailable(f"no Fastify peer at {src}")
+        raise Unavailable(f"no Fastify peer at {src} (pass --peers DIR or set BENCH_PEERS)")
     dest = _dir(work / "fastify")
     for name in FASTIFY_FILES:
         if (src / name).is_file():

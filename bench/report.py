@@ -1,4 +1,4 @@
-"""The table, the issue's two bars, and the raw figures as JSON.
+"""The table, the issues' bars (PASS/FAIL), and the raw figures as JSON.
 
 A row whose run saw any non-2xx answer or socket error is flagged, and a bar computed from a
 flagged row fails: throughput of 401s or 429s says nothing about the proxy.
@@ -10,10 +10,14 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.gwstats import Lag
 from bench.wrk import WrkResult
 
-SWEEP_BAR = 0.8   # issue 2: gateway req/s at c=hi >= 0.8 x at c=lo
-FLOOR_BAR = 0.5   # issue 2: gateway req/s >= 0.5 x Fastify floor, same run
+SWEEP_BAR = 0.9       # issue 16 (was 0.8, issue 2): gateway req/s at c=hi >= 0.9 x at c=lo
+SWEEP_P99_BAR = 3.0   # issue 16: gateway p99 at c=hi <= 3 x p99 at c=lo
+FLOOR_BAR = 0.5       # issue 2: gateway req/s >= 0.5 x Fastify floor, same run
+FULL_BAR = 1.0        # issue 16: gateway (1 worker, Redis-backed limits) req/s >= 1.0 x Fastify full
+GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache")
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Row:
     probe_body: str = ""
     anon_probe: int | None = None       # status without a token (gateway, Fastify full)
     skipped: str | None = None
+    cpu_us: float | None = None         # gateway CPU (user+sys, whole process tree) per request
+    lag: Lag | None = None              # gateway event-loop lag during the run
 
     @property
     def flagged(self) -> bool:
@@ -38,7 +44,8 @@ class Row:
     def to_json(self) -> dict[str, object]:
         return {"target": self.label, "kind": self.kind, "conns": self.conns, "workers": self.workers,
                 "skipped": self.skipped, "probe_status": self.probe, "anon_probe_status": self.anon_probe,
-                "flagged": self.flagged,
+                "flagged": self.flagged, "cpu_us_per_request": self.cpu_us,
+                "event_loop_lag_ms": self.lag.to_json() if self.lag else None,
                 **({"wrk": self.result.to_json()} if self.result else {})}
 
 
@@ -62,27 +69,44 @@ class Report:
                 return r
         return None
 
+    def _families(self) -> list[tuple[str, int]]:
+        seen: list[tuple[str, int]] = []
+        for r in self.rows:
+            if r.kind in GATEWAY_KINDS and r.workers and (r.kind, r.workers) not in seen:
+                seen.append((r.kind, r.workers))
+        return seen
+
+    def _name(self, kind: str, workers: int) -> str:
+        return next(r.label for r in self.rows if r.kind == kind and r.workers == workers)
+
     def bars(self, sweep: list[int]) -> list[Bar]:
         out: list[Bar] = []
         lo, hi = min(sweep), max(sweep)
-        floor = self.find("floor", self.conns)
-        for w in sorted({r.workers for r in self.rows if r.kind == "gateway" and r.workers}):
-            a, b = self.find("gateway", lo, w), self.find("gateway", hi, w)
-            out.append(_bar(f"gateway w{w} c{hi} >= {SWEEP_BAR} x c{lo}", b, a, SWEEP_BAR))
-            g = self.find("gateway", self.conns, w)
-            out.append(_bar(f"gateway w{w} c{self.conns} >= {FLOOR_BAR} x fastify floor", g, floor,
-                            FLOOR_BAR))
+        floor, full = self.find("floor", self.conns), self.find("full", self.conns)
+        redis = self.find("gateway-redis", self.conns, 1)
+        out.append(_bar(f"gateway w1 +redis c{self.conns} req/s >= {FULL_BAR} x fastify full", redis, full,
+                        FULL_BAR))
+        out.append(_p99_bar(f"gateway w1 +redis c{self.conns} p99 <= fastify full p99", redis, full, 1.0))
+        for kind, w in self._families():
+            name = self._name(kind, w)
+            a, b = self.find(kind, lo, w), self.find(kind, hi, w)
+            out.append(_bar(f"{name} c{hi} req/s >= {SWEEP_BAR} x c{lo}", b, a, SWEEP_BAR))
+            out.append(_p99_bar(f"{name} c{hi} p99 <= {SWEEP_P99_BAR:g} x c{lo} p99", b, a, SWEEP_P99_BAR))
+            if kind == "gateway":
+                g = self.find(kind, self.conns, w)
+                out.append(_bar(f"{name} c{self.conns} req/s >= {FLOOR_BAR} x fastify floor", g, floor,
+                                FLOOR_BAR))
         return out
 
     def table(self, sweep: list[int]) -> str:
-        nginx, floor = self.find("nginx", self.conns), self.find("floor", self.conns)
-        head = (f"{'target':24} {'c':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-                f"{'sock err':>8} {'x nginx':>8} {'x floor':>8}  note")
-        lines = [head, "-" * len(head)]
+        nginx, full = self.find("nginx", self.conns), self.find("full", self.conns)
+        head = (f"{'target':22} {'c':>3} {'req/s':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} "
+                f"{'max':>7} {'cpu/req':>8} {'errors':>6} {'x nginx':>7} {'x full':>6}  note")
+        lines = ["latencies in ms; cpu/req = gateway CPU (user+sys) per request in µs", head, "-" * len(head)]
         for r in self.rows:
             if r.result is None:
-                lines.append(f"{r.label:24} {r.conns:>3} {'-':>9} {'-':>8} {'-':>8} {'-':>8} {'-':>8} "
-                             f"{'-':>8} {'-':>8}  skipped: {r.skipped}")
+                lines.append(f"{r.label:22} {r.conns:>3} {'-':>8} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7} "
+                             f"{'':>8} {'':>6} {'':>7} {'':>6}  skipped: {r.skipped}")
                 continue
             x = r.result
             same_c = r.conns == self.conns
@@ -90,18 +114,34 @@ class Report:
                     f"HTTP {r.probe} {r.probe_body[:60]!r}") if r.flagged else ""
             if r.anon_probe is not None and 200 <= r.anon_probe < 300:
                 note = f"{note} auth NOT enforced (no token -> HTTP {r.anon_probe})".strip()
+            cpu = f"{r.cpu_us:,.0f}" if r.cpu_us is not None else "-"
             lines.append(
-                f"{r.label:24} {r.conns:>3} {x.rps:>9,.0f} {x.p50_ms:>8.2f} {x.p99_ms:>8.2f} "
-                f"{x.non_2xx:>8} {sum(x.socket_errors.values()):>8} "
-                f"{_ratio(x, nginx, same_c):>8} {_ratio(x, floor, same_c):>8}  {note}".rstrip())
+                f"{r.label:22} {r.conns:>3} {x.rps:>8,.0f} {x.p50_ms:>7.2f} {x.p90_ms:>7.2f} {x.p99_ms:>7.2f} "
+                f"{x.p999_ms:>7.2f} {x.max_ms:>7.1f} {cpu:>8} {x.errors:>6} "
+                f"{_ratio(x, nginx, same_c):>7} {_ratio(x, full, same_c):>6}  {note}".rstrip())
+        lag_rows = [r for r in self.rows if r.lag is not None]
+        if lag_rows:
+            lines += ["", "event-loop lag of the gateway during each run (ms, bucket-interpolated; a 10 ms "
+                      "timer's lateness)",
+                      f"{'target':22} {'c':>3} {'samples':>7} {'p50':>6} {'p90':>6} {'p99':>6} {'p99.9':>6} "
+                      f"{'>5ms':>5} {'>20ms':>5}"]
+            for r in lag_rows:
+                if (g := r.lag) is None:
+                    continue
+                lines.append(f"{r.label:22} {r.conns:>3} {g.samples:>7} {g.p50_ms:>6.2f} {g.p90_ms:>6.2f} "
+                             f"{g.p99_ms:>6.2f} {g.p999_ms:>6.2f} {g.over_5ms:>5} {g.over_20ms:>5}")
         lo, hi = min(sweep), max(sweep)
-        for w in sorted({r.workers for r in self.rows if r.kind == "gateway" and r.workers}):
-            a, b = self.find("gateway", lo, w), self.find("gateway", hi, w)
-            if a and b and a.result and b.result and a.result.rps:
-                lines.append(f"gateway w{w}: c{hi}/c{lo} = {b.result.rps / a.result.rps:.2f}")
+        ratios = []
+        for kind, w in self._families():
+            a, b = self.find(kind, lo, w), self.find(kind, hi, w)
+            if a and b and a.result and b.result and a.result.rps and a.result.p99_ms:
+                ratios.append(f"{self._name(kind, w)}: c{hi}/c{lo} req/s = {b.result.rps / a.result.rps:.2f}, "
+                              f"p99 = {b.result.p99_ms / a.result.p99_ms:.2f} x")
+        if ratios:
+            lines += ["", *ratios]
         if not self.comparable:
             lines.append("NOTE: nginx is not installed; the Python fallback upstream was used. "
-                         "Figures are NOT comparable with DESIGN.md §4.")
+                         "Figures are NOT comparable with the published ones.")
         return "\n".join(lines)
 
     def write_json(self, path: Path, sweep: list[int], meta: dict[str, object]) -> None:
@@ -118,11 +158,30 @@ def _ratio(x: WrkResult, base: Row | None, same_conns: bool) -> str:
     return f"{x.rps / base.result.rps:.2f}"
 
 
+def _valid(num: Row | None, den: Row | None) -> tuple[WrkResult, WrkResult] | None:
+    if num is None or den is None or num.result is None or den.result is None:
+        return None
+    return num.result, den.result
+
+
 def _bar(name: str, num: Row | None, den: Row | None, need: float) -> Bar:
-    if num is None or den is None or num.result is None or den.result is None or not den.result.rps:
+    pair = _valid(num, den)
+    if pair is None or not pair[1].rps:
         return Bar(name, "n/a", "a run it needs was skipped or failed")
-    ratio = num.result.rps / den.result.rps
-    detail = f"{num.result.rps:,.0f} / {den.result.rps:,.0f} = {ratio:.2f}"
-    if num.flagged or den.flagged:
+    ratio = pair[0].rps / pair[1].rps
+    detail = f"{pair[0].rps:,.0f} / {pair[1].rps:,.0f} = {ratio:.2f}"
+    if num.flagged or den.flagged:  # type: ignore[union-attr]
         return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)")
     return Bar(name, "PASS" if ratio >= need else "FAIL", detail)
+
+
+def _p99_bar(name: str, num: Row | None, den: Row | None, most: float) -> Bar:
+    """PASS when num's p99 <= most x den's p99."""
+    pair = _valid(num, den)
+    if pair is None or not pair[1].p99_ms:
+        return Bar(name, "n/a", "a run it needs was skipped or failed")
+    ratio = pair[0].p99_ms / pair[1].p99_ms
+    detail = f"{pair[0].p99_ms:.2f} ms / {pair[1].p99_ms:.2f} ms = {ratio:.2f}"
+    if num.flagged or den.flagged:  # type: ignore[union-attr]
+        return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)")
+    return Bar(name, "PASS" if ratio <= most else "FAIL", detail)

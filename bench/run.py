@@ -1,9 +1,14 @@
 """`make bench`: the gateway side by side with nginx and the Fastify peer, in one run.
 
 Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and stopped before
-the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway is
-also measured across the concurrency sweep. Then one table, the issue's two bars and, with
-`--json FILE`, the raw figures. Every process started here is stopped on exit, Ctrl-C included.
+the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway
+(in-process limits, and with Redis-backed limits as Fastify full has) is also measured across the
+concurrency sweep. For every gateway run the table adds its CPU per request and its event-loop
+lag. Then the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started
+here is stopped on exit, Ctrl-C included. A full run takes about 3 minutes; `--quick` about 1.
+
+The peers (nginx configs, the Fastify peer) are read from bench/peer_files/ unless `--peers DIR`
+or BENCH_PEERS names another copy with the same layout (nginx/*.conf, fastify/server.js).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import peers, report, targets, tokens, wrk
+from bench import gwstats, peers, report, targets, tokens, wrk
 from bench.procs import Procs, StartError, raise_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,16 +49,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"comma-separated subset of {','.join(KINDS)}")
     p.add_argument("--tokens", type=int, default=5000,
                    help="distinct users to cycle through, so per-user rate limits never bind (default 5000)")
-    p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=[],
-                   help="extra one-worker gateway runs: redis (Redis-backed limits), nocache (no token cache)")
+    p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=["redis"],
+                   help="extra one-worker gateway runs: redis (Redis-backed limits, the default), "
+                        "nocache (no token cache); '' for none")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
-    p.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers",
-                   help="peer configs (default ../shared/peers)")
+    p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),
+                   help="peer configs: nginx/*.conf and fastify/ (default $BENCH_PEERS, else bench/peer_files)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
+    if not args.peers.is_dir():
+        p.error(f"--peers: no directory {args.peers} (it holds nginx/*.conf and fastify/server.js)")
     unknown = set(args.only) - set(KINDS)
     if unknown:
         p.error(f"--only: unknown target kind(s) {sorted(unknown)}")
@@ -75,13 +83,16 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
         return
     try:
         status, body = targets.probe(launched.url, token)
-        anon = targets.probe(launched.url, None)[0] if t.kind in ("full", "gateway") else None
+        anon = targets.probe(launched.url, None)[0] if t.kind in ("full", *report.GATEWAY_KINDS) else None
         print(f"   {launched.url} -> probe HTTP {status}"
               + (f", without a token HTTP {anon}" if anon is not None else ""), flush=True)
         if args.warmup > 0:
             wrk.run(launched.url, conns=args.conns, duration=args.warmup, script=script,
                     tokens_file=tokens_file)
         for c in levels:
+            pid = launched.gateway_pid
+            lag_before = gwstats.scrape_lag(launched.admin_url)
+            cpu_before = gwstats.tree_cpu_seconds(pid) if pid else 0.0
             try:
                 res = wrk.run(launched.url, conns=c, duration=args.duration, script=script,
                               tokens_file=tokens_file)
@@ -89,11 +100,18 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
                 print(f"   c={c}: skipped: {exc}", flush=True)
                 out.rows.append(report.Row(t.label, t.kind, c, t.workers, skipped=f"wrk failed: {exc}"))
                 continue
-            row = report.Row(t.label, t.kind, c, t.workers, res, status, body, anon)
+            cpu_us = ((gwstats.tree_cpu_seconds(pid) - cpu_before) / res.requests * 1e6
+                      if pid and res.requests else None)
+            lag = gwstats.lag_between(lag_before, gwstats.scrape_lag(launched.admin_url))
+            row = report.Row(t.label, t.kind, c, t.workers, res, status, body, anon, cpu_us=cpu_us, lag=lag)
             out.rows.append(row)
             flag = "  <-- ERRORS" if row.flagged else ""
-            print(f"   c={c}: {res.rps:,.0f} req/s  p50 {res.p50_ms:.2f} ms  p99 {res.p99_ms:.2f} ms  "
-                  f"non-2xx {res.non_2xx}{flag}", flush=True)
+            extra = f"  cpu {cpu_us:,.0f} us/req" if cpu_us is not None else ""
+            if lag is not None:
+                extra += f"  loop lag p99 {lag.p99_ms:.1f} ms p99.9 {lag.p999_ms:.1f} ms"
+            print(f"   c={c}: {res.rps:,.0f} req/s  p50 {res.p50_ms:.2f} p90 {res.p90_ms:.2f} "
+                  f"p99 {res.p99_ms:.2f} p99.9 {res.p999_ms:.2f} ms  non-2xx {res.non_2xx}{extra}{flag}",
+                  flush=True)
     except wrk.WrkError as exc:
         print(f"   skipped: warm-up failed: {exc}", flush=True)
         out.rows.append(report.Row(t.label, t.kind, args.conns, t.workers, skipped=f"wrk failed: {exc}"))
@@ -103,6 +121,7 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
 
 
 def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
     args = parse_args(argv)
     if reason := peers.missing("wrk"):
         print(f"skipped: {reason}; nothing can be measured", file=sys.stderr)
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
         out = report.Report(args.conns, args.duration, comparable)
         for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants):
-            if t.kind in args.only:
+            if t.kind.split("-")[0] in args.only:
                 measure(b, t, args, script, tokens_file, minted[0], out)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every process started", file=sys.stderr)
@@ -145,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                                                 "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
                                                 "argv": sys.argv[1:]})
         print(f"\nraw figures: {args.json}")
+    print(f"\nbench wall time: {time.monotonic() - began:.0f} s; load average now "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
+          "(figures from a busy machine are not comparable)")
     return 1 if args.strict and any(bar.verdict == "FAIL" for bar in bars) else 0
 
 

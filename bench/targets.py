@@ -28,7 +28,7 @@ class Bench:
 
     procs: Procs
     root: Path                  # the gateway checkout (holds policies/ and .venv)
-    peers_dir: Path             # ../shared/peers (read-only)
+    peers_dir: Path             # bench/peer_files or --peers (read-only)
     work: Path                  # .bench/ (gitignored): configs, logs, node_modules
     secret: str
     upstream_port: int = 0
@@ -41,11 +41,14 @@ class Bench:
 class Launched:
     url: str
     procs: list[Proc] = field(default_factory=list)
+    gateway_pid: int | None = None      # the gateway's process (tree): CPU per request
+    admin_url: str | None = None        # its /metrics: event-loop lag
 
 
 @dataclass(frozen=True)
 class Target:
-    """One row family of the table: `kind` is upstream | nginx | floor | full | gateway."""
+    """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
+    one-worker gateway variant: gateway-redis | gateway-nocache."""
 
     label: str
     kind: str
@@ -116,10 +119,10 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
         started: list[Proc] = []
         # A clean GATEWAY_* environment: nothing inherited from the caller's shell changes the run.
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-        port = free_port()
+        port, admin_port = free_port(), free_port()
         env.update({
             "GATEWAY_ENV": "development", "GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(port),
-            "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(free_port()),
+            "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(admin_port),
             "GATEWAY_UPSTREAM_URL": f"http://{LOOPBACK}:{b.upstream_port}",
             "GATEWAY_WORKERS": str(workers),
             "GATEWAY_POLICY_DIR": str(b.root / "policies" if token_cache else _policy_without_token_cache(b)),
@@ -137,7 +140,8 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             for p in started:
                 b.procs.stop(p)
             raise
-        return Launched(_url(port), [proc, *started])
+        return Launched(_url(port), [proc, *started], gateway_pid=proc.popen.pid,
+                        admin_url=f"http://{LOOPBACK}:{admin_port}/metrics")
 
     return start
 
@@ -152,11 +156,12 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         Target("fastify floor", "floor", fastify_floor),
         Target("fastify full", "full", fastify_full),
         *(Target(f"gateway w{w}{suffix}", "gateway", gateway(w), workers=w, sweep=True) for w in workers),
-        # One-worker variants that isolate one cost each (issue figures): Redis-backed rate limits
-        # and webhook state, and the verified-token cache switched off.
-        *(Target("gateway w1 +redis", "gateway", gateway(1, with_redis=True), workers=1)
+        # One-worker variants that isolate one cost each: Redis-backed rate limits and webhook
+        # state (the fair comparison with Fastify full, which limits through Redis too), and the
+        # verified-token cache switched off.
+        *(Target("gateway w1 +redis", "gateway-redis", gateway(1, with_redis=True), workers=1, sweep=True)
           for v in variants or [] if v == "redis"),
-        *(Target("gateway w1 nocache", "gateway", gateway(1, token_cache=False), workers=1)
+        *(Target("gateway w1 nocache", "gateway-nocache", gateway(1, token_cache=False), workers=1)
           for v in variants or [] if v == "nocache"),
     ]
 

@@ -32,6 +32,10 @@ function request()
   i = i % n + 1
   return reqs[i]
 end
+-- --latency prints only p50/75/90/99; the tail beyond that, in microseconds:
+function done(summary, latency, requests)
+  io.write(string.format("BENCH_P999_US %d\\nBENCH_MAX_US %d\\n", latency:percentile(99.9), latency.max))
+end
 """
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
@@ -39,6 +43,8 @@ _LAT = re.compile(r"^\s*(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
 _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.M)
 _NON2XX = re.compile(r"^\s*Non-2xx or 3xx responses:\s+(\d+)", re.M)
+_P999 = re.compile(r"^BENCH_P999_US (\d+)", re.M)
+_MAX = re.compile(r"^BENCH_MAX_US (\d+)", re.M)
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
@@ -58,6 +64,8 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: dict[str, int]
+    p999_ms: float = 0.0
+    max_ms: float = 0.0
 
     @property
     def errors(self) -> int:
@@ -73,6 +81,7 @@ def parse(text: str) -> WrkResult:
     lat = {pct: float(v) * _UNITS[unit] for pct, v, unit in _LAT.findall(text)}
     if rps is None or total is None or set(lat) != {"50", "75", "90", "99"}:
         raise WrkError(f"cannot read wrk output (was --latency given?):\n{text}")
+    p999, top = _P999.search(text), _MAX.search(text)
     non2xx = _NON2XX.search(text)
     sock = _SOCKET.search(text)
     socket_errors = dict(zip(("connect", "read", "write", "timeout"),
@@ -82,6 +91,8 @@ def parse(text: str) -> WrkResult:
         p50_ms=lat["50"], p75_ms=lat["75"], p90_ms=lat["90"], p99_ms=lat["99"],
         non_2xx=int(non2xx.group(1)) if non2xx else 0,
         socket_errors={k: v for k, v in socket_errors.items() if v},
+        p999_ms=int(p999.group(1)) / 1000 if p999 else 0.0,
+        max_ms=int(top.group(1)) / 1000 if top else 0.0,
     )
 
 
@@ -105,4 +116,7 @@ def run(url: str, *, conns: int, duration: int, script: Path, tokens_file: Path,
         raise WrkError(f"wrk did not finish: {exc}") from None
     if done.returncode != 0:
         raise WrkError(f"wrk exited with {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
+    if "BENCH_P999_US" not in done.stdout:
+        # A Lua error makes wrk send requests without the script's tokens and still exit 0.
+        raise WrkError(f"the wrk script did not run: {done.stderr.strip()[-400:]}")
     return parse(done.stdout)

@@ -10,12 +10,13 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.audit import AuditLog
+from gateway.audit import AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.health import Readiness, send_json, tcp_check
+from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
 from gateway.pipeline.auth import AuthStage
@@ -52,6 +53,7 @@ class Gateway:
         self.metrics = process_metrics()
         self.in_flight = InFlight()
         self._sampler: asyncio.Task[None] | None = None
+        self.loop_lag = LoopLagMonitor(self.metrics.observe_loop_lag)
         self.metrics.policy_loaded(self.policy.digest)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
@@ -62,7 +64,11 @@ class Gateway:
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
-                              on_failed=self.metrics.audit_failure)
+                              on_failed=self.metrics.audit_failure,
+                              keys=AuditKeys.parse(settings.audit_key, production=settings.production),
+                              checkpoints=settings.audit_checkpoints,
+                              checkpoint_interval=settings.audit_checkpoint_interval,
+                              redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
         self.jwks: JwksCache | None = None
         if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
@@ -189,6 +195,7 @@ class Gateway:
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
         await self.audit.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
+        self.loop_lag.start()
         self.reloader.start_watching()
         if self.jwks is not None:
             await self.jwks.start()
@@ -202,6 +209,7 @@ class Gateway:
         await self.reloader.stop()
         if self._sampler is not None:
             self._sampler.cancel()
+        await self.loop_lag.stop()
         self.metrics.flush()
         await self.forwarder.close()
         if self.jwks is not None:

@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import multiprocess as _mp
 
 from gateway.context import RequestContext
+from gateway.looplag import LAG_BUCKETS
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
 NO_ROUTE = "none"
@@ -156,6 +157,12 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.audit_segments = Counter("gateway_audit_segments_total",
+                                      "New audit segments: the writer found its file cut back or doctored.",
+                                      registry=r)
+        self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
+                                  "How late the event loop ran a due 10 ms timer: time it was blocked.",
+                                  buckets=LAG_BUCKETS, registry=r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -245,6 +252,13 @@ class Metrics:
 
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)
+
+    def audit_segment(self, n: int = 1) -> None:
+        self.audit_segments.inc(n)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        # ~100 samples a second: written directly, no batching needed.
+        self.loop_lag.observe(seconds)
 
 
 def _checked(value: str, allowed: frozenset[str]) -> str:

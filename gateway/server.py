@@ -92,6 +92,9 @@ def run_worker(settings: Settings, fd: int | None = None) -> None:
     setup_logging(settings.log_level)
     _handled_signals()
     app = Gateway(settings)
+    from gateway.gctune import tune_after_startup
+
+    tune_after_startup()  # issue 16: no full-heap GC pauses under load (measured in gctune.py)
     server = GatewayServer(make_config(settings, app), settings.drain_delay)
     if fd is None:
         server.run()

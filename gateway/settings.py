@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     identity_secret: str | None = None
     trusted_proxies: str = ""
     audit_log: str | None = None
+    # HMAC key(s) of the audit chain (`kid:secret,...`, first signs); required in production.
+    audit_key: str | None = None
+    # Signed checkpoints of the audit chain; default `<audit_log>.checkpoints`.
+    audit_checkpoints: str | None = None
+    audit_checkpoint_interval: float = Field(default=30.0, gt=0)
     drain_delay: float = Field(default=5.0, ge=0)
     grace_timeout: float = Field(default=30.0, ge=0)
     log_level: str = "info"
@@ -67,6 +72,12 @@ class Settings(BaseSettings):
             TrustedProxies.from_env(self.trusted_proxies)
         except ValueError as exc:
             out.append(f"GATEWAY_TRUSTED_PROXIES: {exc}")
+        from gateway.audit.keys import AuditKeyError, AuditKeys
+
+        try:
+            AuditKeys.parse(self.audit_key, production=self.production)
+        except AuditKeyError as exc:
+            out.append(str(exc))
         if not self.production:
             return out
         if not self.jwt_secret and not self.jwt_jwks_url:

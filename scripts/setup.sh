@@ -31,13 +31,16 @@ if [ "${1:-}" = "--test" ]; then
   need=()
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  # `make bench`: wrk drives the load, nginx is the upstream and the proxy baseline.
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+  command -v nginx >/dev/null 2>&1 || need+=(nginx)
   if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
       echo "setup: installing ${need[*]} from Debian packages"
       apt-get update -qq >/dev/null
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
       # The Debian packages start their services; the tests run their own on free ports.
-      (command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus 2>/dev/null) || true
+      (command -v systemctl >/dev/null 2>&1 && systemctl stop prometheus nginx 2>/dev/null) || true
     else
       echo "setup: please install: ${need[*]} (tests need them)" >&2
       exit 1

@@ -1,4 +1,8 @@
-"""`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT."""
+"""`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT.
+
+`python -m upstream_stub migrate`: create or upgrade the PostgreSQL schema and its row-level security
+(with UPSTREAM_DATABASE_OWNER_URL); exit 0 done, 1 database error (rolled back), 2 refused.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,10 @@ from upstream_stub.settings import UpstreamSettings
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["migrate"]:
+        from upstream_stub.migrations import main as migrate_main
+
+        return migrate_main(sys.argv[2:])
     settings = UpstreamSettings()
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -22,6 +30,10 @@ def main() -> int:
     except StartupError as exc:
         print(f"upstream_stub: refusing to start: {exc}", file=sys.stderr)
         return 2
+    refusal = _database_refusal(settings)
+    if refusal:
+        print(f"upstream_stub: refusing to start: {refusal}", file=sys.stderr)
+        return 2
     # Our own access log omits query strings (OAuth codes travel there); uvicorn's would print them.
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             access_log=False, lifespan="on",
@@ -29,6 +41,21 @@ def main() -> int:
     server = _CleanExitServer(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _database_refusal(settings: UpstreamSettings) -> str | None:
+    """On PostgreSQL: a role that could bypass row-level security, or an unmigrated schema, is refused."""
+    if not settings.database_url:
+        return None
+    import psycopg
+
+    from upstream_stub.store.pg.db import check_role_sync
+
+    try:
+        return check_role_sync(settings.database_url)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"cannot connect with UPSTREAM_DATABASE_URL: {first[:300]}"
 
 
 class _CleanExitServer(uvicorn.Server):

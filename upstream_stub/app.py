@@ -87,7 +87,7 @@ def create_app(settings: UpstreamSettings | None = None) -> Starlette:
                             backoff_base=settings.job_backoff_base, backoff_max=settings.job_backoff_max)
             worker.start()
         app.state.worker = worker
-        log.info("upstream started (db=%s, worker=%s)", settings.db_path, "on" if worker else "off")
+        log.info("upstream started (db=%s, worker=%s)", settings.database_label(), "on" if worker else "off")
         try:
             yield
         finally:

@@ -18,7 +18,7 @@ WINDOW = 1.0
 class AccountRateLimiter:
     """`await acquire(account)` returns once a call to that account fits within the limit."""
 
-    def __init__(self, db: Database, per_second: int) -> None:
+    def __init__(self, db: Database, per_second: int) -> None:  # PostgreSQL: store/pg/calls.py
         self.db = db
         self.limit = per_second
 
@@ -37,9 +37,12 @@ class AccountRateLimiter:
 
         return self.db.tx(q)
 
+    async def reserve(self, account: str) -> float:
+        return await self.db.run(self._reserve, account)
+
     async def acquire(self, account: str) -> None:
         while True:
-            wait = await self.db.run(self._reserve, account)
+            wait = await self.reserve(account)
             if wait <= 0:
                 return
             await asyncio.sleep(wait + 0.005)

@@ -12,8 +12,8 @@ from upstream_stub.db import Database
 from upstream_stub.kommo_client import KommoHttp
 from upstream_stub.kommo_tokens import KommoApi, TokenManager
 from upstream_stub.oauth_state import StateSigner
-from upstream_stub.ratelimit import AccountRateLimiter
 from upstream_stub.settings import UpstreamSettings
+from upstream_stub.store import open_stores
 from upstream_stub.store.agents import AgentStore
 from upstream_stub.store.connections import ConnectionStore
 from upstream_stub.store.jobs import JobStore
@@ -41,17 +41,18 @@ class Services:
 
     @classmethod
     async def start(cls, settings: UpstreamSettings, keys: Keyring, signer: StateSigner) -> Services:
-        db = Database(settings.db_path)
-        await db.open()
+        # UPSTREAM_DATABASE_URL → PostgreSQL (refused when its role could bypass row-level security).
+        stores = await open_stores(settings.database_url or settings.db_path, pool_size=settings.db_pool_size)
+        db = stores.db
         # No redirects: a 3xx from "Kommo" must not walk us (and a bearer token) to another host.
         http = httpx.AsyncClient(timeout=settings.kommo_timeout, follow_redirects=False,
                                  limits=httpx.Limits(max_connections=20))
-        connections = ConnectionStore(db)
-        kommo = KommoHttp(http, AccountRateLimiter(db, settings.kommo_rate_per_second),
+        connections = stores.connections
+        kommo = KommoHttp(http, stores.rate_limiter(settings.kommo_rate_per_second),
                           settings.kommo_client_id, settings.kommo_client_secret, settings.kommo_redirect_uri)
         tokens = TokenManager(connections, keys, kommo)
-        return cls(settings, db, keys, signer, http, AgentStore(db), connections, JobStore(db), LeadStore(db),
-                   OAuthStateStore(db), kommo, tokens, KommoApi(tokens, kommo))
+        return cls(settings, db, keys, signer, http, stores.agents, connections, stores.jobs, stores.leads,
+                   stores.states, kommo, tokens, KommoApi(tokens, kommo))
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -32,6 +32,11 @@ class UpstreamSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", validation_alias=_env("UPSTREAM_HOST"))
     port: int = Field(default=8081, ge=1, le=65535, validation_alias=_env("UPSTREAM_PORT"))
     db_path: str = Field(default="./upstream.db", validation_alias=_env("UPSTREAM_DB"))
+    # postgresql://app-role@host/db selects the PostgreSQL store (row-level security); unset = SQLite at db_path.
+    database_url: str | None = Field(default=None, validation_alias=_env("UPSTREAM_DATABASE_URL"))
+    # Owner connection, used only by `python -m upstream_stub migrate`; never by the serving process.
+    database_owner_url: str | None = Field(default=None, validation_alias=_env("UPSTREAM_DATABASE_OWNER_URL"))
+    db_pool_size: int = Field(default=10, ge=1, le=100, validation_alias=_env("UPSTREAM_DATABASE_POOL_SIZE"))
     identity_secret: str | None = Field(default=None, validation_alias=_env("GATEWAY_IDENTITY_SECRET"))
     identity_audience: str = Field(default="upstream", validation_alias=_env("UPSTREAM_IDENTITY_AUDIENCE"))
     encryption_key: str | None = Field(default=None, validation_alias=_env("UPSTREAM_ENCRYPTION_KEY"))
@@ -57,6 +62,18 @@ class UpstreamSettings(BaseSettings):
     def production(self) -> bool:
         return self.env == "production"
 
+    @property
+    def postgres(self) -> bool:
+        return bool(self.database_url)
+
+    def database_label(self) -> str:
+        """Where the store lives, for logs: the SQLite path, or the PostgreSQL URL without its password."""
+        if not self.database_url:
+            return self.db_path
+        from upstream_stub.store.pg.db import redact_url
+
+        return redact_url(self.database_url)
+
     def effective_identity_secret(self) -> str:
         if self.identity_secret:
             return self.identity_secret
@@ -77,9 +94,14 @@ class UpstreamSettings(BaseSettings):
 
     def problems(self) -> list[str]:
         """What stops a production start, each naming its variable."""
-        if not self.production:
-            return []
         out: list[str] = []
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            out.append("UPSTREAM_DATABASE_URL must be a postgresql:// URL (unset for the embedded SQLite file)")
+        app_user = _user_of(self.database_url) if self.database_url else None
+        if app_user and self.database_owner_url and app_user == _user_of(self.database_owner_url):
+            out.append("UPSTREAM_DATABASE_URL must not use the owner role of UPSTREAM_DATABASE_OWNER_URL")
+        if not self.production:
+            return out
         for name, value in (
             ("GATEWAY_IDENTITY_SECRET", self.identity_secret),
             ("UPSTREAM_STATE_SECRET", self.state_secret),
@@ -102,3 +124,9 @@ class UpstreamSettings(BaseSettings):
             if not value:
                 out.append(f"{name} must be set in production")
         return out
+
+
+def _user_of(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).username

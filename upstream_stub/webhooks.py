@@ -1,10 +1,10 @@
 """Kommo webhook receivers, reached only through the gateway with a service identity.
 
 The gateway has already authenticated each hook (secret path token + source IPs for account hooks,
-`X-Signature` for chat hooks, `signature` for the revoked hook) and stripped the path token. Here we
-parse bounded bodies, map the Kommo account to its connections (the one unscoped lookup, by Kommo
-account id) and enqueue one `kommo.webhook` job per connection, answering fast. Unknown accounts get
-the same 200 so the answer reveals nothing.
+`X-Signature` for chat hooks, `client_uuid`/`account_id`/`signature` for the revoked hook) and
+stripped the path token. Here we parse bounded bodies, map the Kommo account to its connections (the
+one unscoped lookup, by Kommo account id) and enqueue one `kommo.webhook` job per connection,
+answering fast. Unknown accounts get the same 200 so the answer reveals nothing.
 """
 
 from __future__ import annotations
@@ -83,13 +83,15 @@ async def revoked_hook(request: Request) -> JSONResponse:
     service(request)
     svc = services(request)
     q = request.query_params
-    client_id, account_id, signature = q.get("client_id", ""), q.get("account_id", ""), q.get("signature", "")
+    # Kommo's parameters: client_uuid (our integration id), account_id, and signature =
+    # hex HMAC-SHA256(client_secret, "<client_uuid>|<account_id>").
+    client_uuid, account_id, signature = q.get("client_uuid", ""), q.get("account_id", ""), q.get("signature", "")
     secret = svc.settings.kommo_client_secret or ""
     if not account_id.isdigit() or len(account_id) > 18:
         raise BadRequest("webhook.malformed", "account_id is missing")
     # Depth behind the gateway's check: the same signature, verified with our own copy of the secret.
-    expected = hmac.new(secret.encode(), f"{client_id}|{account_id}".encode(), hashlib.sha256).hexdigest()
-    if not secret or not hmac.compare_digest(client_id, svc.settings.kommo_client_id or "") \
+    expected = hmac.new(secret.encode(), f"{client_uuid}|{account_id}".encode(), hashlib.sha256).hexdigest()
+    if not secret or not client_uuid or not hmac.compare_digest(client_uuid, svc.settings.kommo_client_id or "") \
             or not hmac.compare_digest(signature.lower(), expected):
         raise Forbidden("webhook.bad_signature", "revocation signature does not verify")
     targets = await svc.connections.orgs_for_kommo_account_for_webhook(int(account_id), active_only=False)

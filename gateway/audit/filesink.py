@@ -8,20 +8,31 @@ continues across restarts, and `verify` needs no merging. (Local filesystems onl
 NFS is not reliable.)
 
 Rotation happens under the same lock: `path` -> `path.1` -> ... -> `path.{backups}` (the oldest
-is discarded). The chain is not reset: the first line of the new `path` carries the hash of the
+is discarded). The chain is not reset: the first line of the new `path` carries the MAC of the
 last line of `path.1`.
+
+Checkpoints (`checkpoints.py`) are written under the same lock. Whenever the writer (re)reads the
+head of the file, it compares it with the last checkpoint: a file that ends before the
+checkpointed seq (cut, deleted, restored from an old copy), ends at that seq with another MAC,
+or ends in a line that does not verify, is never continued silently. The writer starts a new
+*segment*: an `audit.segment` line chained to the last checkpoint (not to the doctored file),
+naming what it found; `on_segment` logs it at error level and counts it. `verify` reports the
+gap. Without a checkpoint to compare with, an unverifiable last line still starts a segment.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.audit.chain import FRESH, ChainHead, encode_line, head_after, line_hash, read_last_line
+from gateway.audit.chain import FRESH, GENESIS, ChainHead, encode_line, parse_line, read_last_line, verify_line
+from gateway.audit.checkpoints import CheckpointWriter
+from gateway.audit.keys import AuditKeys
+from gateway.audit.records import rfc3339_now
 
 
 @dataclass(slots=True)
@@ -34,8 +45,13 @@ class _Seen:
 class FileSink:
     """Chained lines appended to `path`, shared by processes through `flock`, size-rotated."""
 
-    def __init__(self, path: str, max_bytes: int, backups: int) -> None:
+    def __init__(self, path: str, max_bytes: int, backups: int, keys: AuditKeys,
+                 checkpoints: CheckpointWriter | None = None,
+                 on_segment: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.path = path
+        self.keys = keys
+        self.checkpoints = checkpoints
+        self.on_segment = on_segment
         self.max_bytes = max_bytes
         self.backups = backups
         self._lock_path = f"{path}.lock"
@@ -56,7 +72,24 @@ class FileSink:
             self._reset()  # never trust a cached head after a failure
             raise
 
+    def checkpoint(self) -> None:
+        """Record the current head in the checkpoint file (and Redis), if it moved."""
+        if self.checkpoints is None:
+            return
+        with self._locked():
+            fd, st = self._current()
+            head, segment = self._head(fd, st)
+            if segment is not None:
+                self._append_lines(fd, [segment], head)
+            if head.seq == 0:
+                return
+            line = self.checkpoints.append(head.seq, head.prev, rfc3339_now())
+        if line is not None:
+            self.checkpoints.ship(line)
+
     def close(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.close()
         self._reset()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -64,11 +97,14 @@ class FileSink:
 
     def _append(self, records: list[dict[str, Any]]) -> None:
         fd, st = self._current()
-        head = self._head(fd, st)
+        head, segment = self._head(fd, st)
         size = os.fstat(fd).st_size
         pending: list[bytes] = []
+        if segment is not None:
+            pending.append(segment)
+            size += len(segment)
         for record in records:
-            line = encode_line(record, head.seq + 1, head.prev)
+            line, mac = encode_line(record, head.seq + 1, head.prev, self.keys)
             if size > 0 and size + len(line) > self.max_bytes:
                 _write_all(fd, b"".join(pending))
                 pending = []
@@ -76,9 +112,13 @@ class FileSink:
                 size = 0
             pending.append(line)
             size += len(line)
-            head = ChainHead(head.seq + 1, line_hash(line))
+            head = ChainHead(head.seq + 1, mac)
         _write_all(fd, b"".join(pending))
         self._seen = _Seen(os.fstat(fd).st_ino, size, head)
+
+    def _append_lines(self, fd: int, lines: list[bytes], head: ChainHead) -> None:
+        _write_all(fd, b"".join(lines))
+        self._seen = _Seen(os.fstat(fd).st_ino, os.fstat(fd).st_size, head)
 
     def _current(self) -> tuple[int, os.stat_result]:
         """Our fd on the file now at `path` (reopened if someone rotated or removed it)."""
@@ -92,22 +132,58 @@ class FileSink:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         return self._fd, os.fstat(self._fd)
 
-    def _head(self, fd: int, st: os.stat_result) -> ChainHead:
+    def _head(self, fd: int, st: os.stat_result) -> tuple[ChainHead, bytes | None]:
+        """Where the next line attaches, and the segment line to write first (if any)."""
         seen = self._seen
         if seen is not None and seen.ino == st.st_ino and seen.size == st.st_size:
-            return seen.head
+            return seen.head, None
+        found, verified = self._read_head(fd)
+        expected = self.checkpoints.last() if self.checkpoints is not None else None
+        reason = None
+        if not verified:
+            reason = "unverifiable_tail"
+        elif expected is not None and found.seq < expected.seq:
+            reason = "truncated"
+        elif expected is not None and found.seq == expected.seq and found.prev != expected.mac:
+            reason = "rolled_back"
+        if reason is None:
+            return found, None
+        # Never continue silently from a doctored file: chain to the last checkpoint (what we
+        # know was written), or start afresh when there is none, and say so in the log itself.
+        base = ChainHead(expected.seq, expected.mac) if expected is not None and expected.seq >= found.seq \
+            else ChainHead(found.seq, GENESIS)
+        event: dict[str, Any] = {
+            "time": rfc3339_now(), "event": "audit.segment", "reason": reason,
+            "found_seq": found.seq, "found_mac": found.prev if verified else None,
+            "checkpoint": expected.cp if expected else None,
+            "checkpoint_seq": expected.seq if expected else None,
+            "checkpoint_time": expected.time if expected else None,
+        }
+        line, mac = encode_line(event, base.seq + 1, base.prev, self.keys)
+        if self.on_segment is not None:
+            try:
+                self.on_segment(event)
+            except Exception:  # noqa: S110 - a hook must not stop the audit
+                pass
+        return ChainHead(base.seq + 1, mac), line
+
+    def _read_head(self, fd: int) -> tuple[ChainHead, bool]:
+        """The head the file claims, and whether its last line verifies with our keys."""
         last, in_current = read_last_line(self.path), True
         if last is None:  # empty file: just rotated, so the chain continues from `path.1`
             last, in_current = read_last_line(f"{self.path}.1"), False
             if last is None:
-                return FRESH
+                return FRESH, True
         if not last.endswith(b"\n"):
             # A torn last line (crash mid-write, or tampering): terminate it so it stays a
             # visible, unverifiable line instead of being glued to the next record.
             if in_current:
                 _write_all(fd, b"\n")
             last += b"\n"
-        return head_after(last)
+        parsed = parse_line(last)
+        if parsed is None:
+            return ChainHead(0, GENESIS), False
+        return ChainHead(parsed.seq, parsed.mac), bool(verify_line(parsed, self.keys))
 
     def _rotate(self) -> int:
         self._reset()

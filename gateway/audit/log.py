@@ -2,8 +2,10 @@
 
 The request path only calls `submit`, which never blocks and never raises: it sanitises the
 record, stamps the time and `put_nowait`s it. A writer thread drains the queue in batches and
-appends hash-chained lines (`chain.py`), so file I/O, `flock` waits and rotation never run on
-the event loop. `close()` drains the queue completely: nothing submitted before it is lost.
+appends keyed, chained lines (`chain.py`), so file I/O, `flock` waits and rotation never run on
+the event loop. The same thread writes a signed checkpoint every `checkpoint_interval` seconds
+(`checkpoints.py`) and a last one at `close()`, which drains the queue completely: nothing
+submitted before it is lost.
 
 Failure policy (`on_failure`), decided by the operator:
 - queue full (the sink cannot keep up): the record is dropped and counted in `dropped`
@@ -21,14 +23,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 from gateway.audit.chain import Sink, StreamSink
+from gateway.audit.checkpoints import CheckpointWriter
 from gateway.audit.filesink import FileSink
+from gateway.audit.keys import AuditKeys
 from gateway.audit.records import rfc3339_now, sanitize
 
 log = logging.getLogger("gateway.audit")
@@ -41,7 +47,8 @@ OnFailure = Literal["continue", "refuse"]
 
 
 class AuditLog:
-    """Tamper-evident audit trail: JSON lines, SHA-256 chained, to a rotated file or stdout."""
+    """Tamper-evident audit trail: JSON lines, HMAC-chained, to a rotated file or stdout, with
+    signed checkpoints kept apart."""
 
     def __init__(
         self,
@@ -53,16 +60,31 @@ class AuditLog:
         on_failure: OnFailure = "continue",
         on_dropped: Callable[[int], None] | None = None,
         on_failed: Callable[[int], None] | None = None,
+        keys: AuditKeys | None = None,
+        checkpoints: str | None = None,
+        checkpoint_interval: float = 30.0,
+        redis_url: str | None = None,
+        on_segment: Callable[[int], None] | None = None,
     ) -> None:
         if on_failure not in ("continue", "refuse"):
             raise ValueError(f"on_failure must be 'continue' or 'refuse', not {on_failure!r}")
         if max_bytes < 1024 or backups < 0 or queue_size < 1:
             raise ValueError("audit: max_bytes >= 1024, backups >= 0 and queue_size >= 1 required")
+        if checkpoint_interval <= 0:
+            raise ValueError("audit: checkpoint_interval must be > 0")
         self.path = path
         self.on_failure: OnFailure = on_failure
-        self._sink: Sink = (
-            FileSink(path, max_bytes, backups) if path else StreamSink(sys.stdout.buffer)
-        )
+        self.keys = keys if keys is not None else AuditKeys.parse(None)
+        self.checkpoint_interval = checkpoint_interval
+        self._on_segment = on_segment
+        self.segments = 0
+        self.checkpoints_path: str | None = None
+        if path:
+            self.checkpoints_path = checkpoints or f"{path}.checkpoints"
+            writer = CheckpointWriter(self.checkpoints_path, self.keys, os.path.basename(path), redis_url)
+            self._sink: Sink = FileSink(path, max_bytes, backups, self.keys, writer, self._segment_started)
+        else:
+            self._sink = StreamSink(sys.stdout.buffer, self.keys)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._on_dropped = on_dropped
         self._on_failed = on_failed
@@ -134,9 +156,15 @@ class AuditLog:
         self._sink.close()
 
     def _run(self) -> None:
+        next_checkpoint = time.monotonic() + self.checkpoint_interval
         while True:
             batch: list[dict[str, Any]] = []
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=max(0.0, next_checkpoint - time.monotonic()))
+            except queue.Empty:
+                self._checkpoint()
+                next_checkpoint = time.monotonic() + self.checkpoint_interval
+                continue
             stop = item is _STOP
             while not stop:
                 batch.append(item)
@@ -149,8 +177,26 @@ class AuditLog:
                 stop = item is _STOP
             if batch:
                 self._write(batch)
+            if time.monotonic() >= next_checkpoint:
+                self._checkpoint()
+                next_checkpoint = time.monotonic() + self.checkpoint_interval
             if stop:
+                self._checkpoint()  # at shutdown: anchor everything written
                 return
+
+    def _checkpoint(self) -> None:
+        try:
+            self._sink.checkpoint()
+        except Exception as exc:  # a checkpoint failure is a sink failure, nothing more
+            self._sink_failed(exc, 0)
+
+    def _segment_started(self, event: dict[str, Any]) -> None:
+        """The writer found its file cut back or doctored and started a new segment."""
+        self.segments += 1
+        log.error("audit log %s: %s (file ends at seq %s, last checkpoint %s at seq %s); a new segment "
+                  "starts here", self.path, event["reason"], event["found_seq"], event["checkpoint"],
+                  event["checkpoint_seq"], extra={"event": "audit.segment"})
+        _call(self._on_segment, 1)
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         for attempt in (1, 2):

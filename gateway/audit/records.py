@@ -22,8 +22,8 @@ SECRET_KEY = re.compile(
 SECRET_VALUE = re.compile(r"eyJ[\w-]{4,}\.[\w-]{4,}\.|^\s*bearer\s+\S", re.IGNORECASE)
 REDACTED = "[redacted]"
 # Written by the chain writer; a caller cannot set them.
-CHAIN_KEYS = frozenset({"seq", "prev"})
-EVENTS = frozenset({"request", "policy.reload"})
+CHAIN_KEYS = frozenset({"seq", "prev", "kid", "mac"})
+EVENTS = frozenset({"request", "policy.reload", "audit.segment"})
 
 
 @lru_cache(maxsize=4096)  # record keys are a small, fixed vocabulary; decide each once

@@ -13,11 +13,17 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import GENESIS, AuditLog, discover_chain, sanitize, verify_files
-from gateway.audit.chain import StreamSink, line_hash
+from gateway.audit import GENESIS, AuditKeys, AuditLog, discover_chain, sanitize, verify_files
+from gateway.audit.chain import StreamSink, parse_line
 from tests.audit.conftest import make_record, read_lines, records, wait_for, write_records
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def mac_of(line: bytes) -> str:
+    parsed = parse_line(line)
+    assert parsed is not None
+    return parsed.mac
 
 
 async def test_lines_carry_seq_prev_and_fields(tmp_path: Path) -> None:
@@ -29,7 +35,8 @@ async def test_lines_carry_seq_prev_and_fields(tmp_path: Path) -> None:
     await log.close()
     first, second = records(path)
     assert (first["seq"], first["prev"]) == (1, GENESIS)
-    assert (second["seq"], second["prev"]) == (2, line_hash(read_lines(path)[0]))
+    assert (second["seq"], second["prev"]) == (2, mac_of(read_lines(path)[0]))
+    assert first["kid"] == "dev" and len(first["mac"]) == 64
     assert first["event"] == "request" and first["tenant_rewritten"] is True
     assert first["time"].endswith("Z") and len(first["time"]) == len("2025-01-31T12:00:00.123Z")
     for key in ("request_id", "sub", "org", "client_ip", "method", "route_id", "path", "status",
@@ -77,11 +84,16 @@ async def test_torn_last_line_stays_visible_after_restart(tmp_path: Path) -> Non
     await write_records(path, 5)
     lines = read_lines(path)
     path.write_bytes(b"".join(lines[:-1]) + lines[-1][:20])  # crash mid-write
-    await write_records(path, 3, start=5)
-    assert len(read_lines(path)) == 8  # the fragment was terminated, not glued to a record
+    log = await write_records(path, 3, start=5)
+    assert len(read_lines(path)) == 9  # the fragment was terminated, then a segment line, then 3
+    segment = json.loads(read_lines(path)[5])
+    assert segment["event"] == "audit.segment" and segment["reason"] == "unverifiable_tail"
+    assert (segment["seq"], segment["prev"]) == (6, mac_of(lines[-1]))  # chained to the checkpoint
+    assert log.segments == 1
     result = verify_files([str(path)])
     assert (result.ok, result.first_bad_line) == (False, 5)
-    assert all(json.loads(line)["prev"] for line in read_lines(path)[5:])
+    assert "not an audit line" in (result.problem or "")
+    assert "segment" in result.kinds
 
 
 @pytest.mark.parametrize(
@@ -169,7 +181,7 @@ async def test_unopenable_sink_at_start_does_not_raise(tmp_path: Path) -> None:
     assert not log.healthy and log.failures == 1 and not log.refusing  # "continue" policy
     assert log.submit(make_record(1))
     await log.close()
-    assert log.failures == 2 and log.lost == 1
+    assert log.failures >= 2 and log.lost == 1  # the open, the batch, the last checkpoint
 
 
 async def test_path_that_is_a_directory_fails_cleanly(tmp_path: Path) -> None:
@@ -182,13 +194,13 @@ async def test_path_that_is_a_directory_fails_cleanly(tmp_path: Path) -> None:
 
 def test_stream_sink_chains_lines() -> None:
     buf = io.BytesIO()
-    sink = StreamSink(buf)
+    sink = StreamSink(buf, AuditKeys.parse(None))
     sink.write([{"a": 1}, {"a": 2}])
     sink.write([{"a": 3}])
     first, *rest = buf.getvalue().splitlines(keepends=True)
     assert json.loads(first)["prev"] == GENESIS
     assert [json.loads(line)["seq"] for line in rest] == [2, 3]
-    assert json.loads(rest[0])["prev"] == line_hash(first)
+    assert json.loads(rest[0])["prev"] == mac_of(first)
 
 
 @pytest.mark.parametrize(
@@ -197,6 +209,7 @@ def test_stream_sink_chains_lines() -> None:
         pytest.param({"on_failure": "ignore"}, id="bad_policy"),
         pytest.param({"max_bytes": 10}, id="tiny_rotation"),
         pytest.param({"queue_size": 0}, id="no_queue"),
+        pytest.param({"checkpoint_interval": 0}, id="no_checkpoint_interval"),
     ],
 )
 def test_bad_configuration_is_refused(kwargs: dict[str, Any]) -> None:
@@ -210,7 +223,7 @@ WORKER = textwrap.dedent(
     from gateway.audit import AuditLog
 
     async def main(path, worker, n):
-        log = AuditLog(path, max_bytes=4096, backups=1000)
+        log = AuditLog(path, max_bytes=4096, backups=1000, checkpoint_interval=0.01)
         await log.start()
         for i in range(n):
             log.submit({"event": "request", "worker": worker, "i": i})
@@ -231,8 +244,11 @@ def test_worker_processes_share_one_chain(tmp_path: Path) -> None:
     ]
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     chain = discover_chain(str(path))
-    result = verify_files(chain)
-    assert result.ok and result.lines == 1200 and result.anchored and len(chain) > 3
+    checkpoints = read_lines(Path(f"{path}.checkpoints"))
+    result = verify_files(chain, checkpoints=checkpoints)
+    assert result.ok and result.lines == 1200 and result.anchored and len(chain) > 3, result.findings
+    assert result.unanchored == 0 and result.checkpoints >= 3  # each worker's close checkpoints
+    assert not any(json.loads(line).get("event") == "audit.segment" for n in chain for line in read_lines(Path(n)))
     seen = [json.loads(line) for name in chain for line in read_lines(Path(name))]
     for w in range(3):
         assert [r["i"] for r in seen if r["worker"] == f"w{w}"] == list(range(400))

@@ -288,6 +288,7 @@ def production_env() -> dict[str, str]:
         "GATEWAY_ENV": "production",
         "GATEWAY_JWT_SECRET": secrets.token_urlsafe(48),
         "GATEWAY_IDENTITY_SECRET": secrets.token_urlsafe(48),
+        "GATEWAY_AUDIT_KEY": "k1:" + secrets.token_urlsafe(48),
         "KOMMO_WEBHOOK_SECRET": secrets.token_urlsafe(32),
         "KOMMO_CHANNEL_SECRET": secrets.token_urlsafe(32),
         "KOMMO_CLIENT_ID": "11111111-2222-3333-4444-555555555555",

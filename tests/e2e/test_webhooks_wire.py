@@ -482,6 +482,7 @@ def _production_env(**overrides: str | None) -> dict[str, str]:
         "GATEWAY_DRAIN_DELAY": "0",
         "GATEWAY_JWT_SECRET": os.urandom(32).hex(),
         "GATEWAY_IDENTITY_SECRET": os.urandom(32).hex(),
+        "GATEWAY_AUDIT_KEY": "k1:" + os.urandom(32).hex(),
         "KOMMO_WEBHOOK_SECRET": os.urandom(24).hex(),
         "KOMMO_CHANNEL_SECRET": os.urandom(24).hex(),
         "KOMMO_CLIENT_ID": str(uuid.uuid4()),

@@ -161,6 +161,10 @@ def test_token_is_refused_in_production(env: dict[str, str]) -> None:
                  "GATEWAY_JWT_SECRET", "shorter", id="weak_jwt_secret"),
     pytest.param({"GATEWAY_JWT_SECRET": STRONG}, "GATEWAY_IDENTITY_SECRET", "must be set",
                  id="no_identity_secret"),
+    pytest.param({"GATEWAY_JWT_SECRET": STRONG, "GATEWAY_IDENTITY_SECRET": STRONG + "-id"},
+                 "GATEWAY_AUDIT_KEY", "must be set", id="no_audit_key"),
+    pytest.param({"GATEWAY_JWT_SECRET": STRONG, "GATEWAY_IDENTITY_SECRET": STRONG + "-id",
+                  "GATEWAY_AUDIT_KEY": "k1:short"}, "GATEWAY_AUDIT_KEY", "shorter", id="weak_audit_key"),
 ])
 def test_serve_refuses_to_start_in_production_with_dev_or_weak_secrets(
         env: dict[str, str], variable: str, why: str) -> None:
@@ -174,6 +178,7 @@ def test_serve_refuses_to_start_in_production_with_dev_or_weak_secrets(
 def test_serve_refuses_production_when_policy_secrets_are_dev_defaults() -> None:
     env = {"GATEWAY_ENV": "production", "GATEWAY_POLICY_DIR": str(SHIPPED), "GATEWAY_PORT": "1",
            "GATEWAY_JWT_SECRET": STRONG, "GATEWAY_IDENTITY_SECRET": STRONG + "-id",
+           "GATEWAY_AUDIT_KEY": "k1:" + STRONG + "-audit",
            "KOMMO_WEBHOOK_SECRET": "dev-only-kommo-webhook-path-token",
            "KOMMO_CHANNEL_SECRET": "c" * 40, "KOMMO_CLIENT_ID": "id", "KOMMO_CLIENT_SECRET": "s" * 40}
     r = run("serve", env=env, timeout=15)

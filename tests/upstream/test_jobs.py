@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from upstream_stub.db import Database
+from upstream_stub.store import open_stores
 from upstream_stub.store.jobs import Claim, JobStore
 from upstream_stub.worker import RetryableJobError, Worker
 
@@ -21,11 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-async def jobs(tmp_path: Path) -> AsyncIterator[JobStore]:
-    db = Database(str(tmp_path / "jobs.db"))
-    await db.open()
-    yield JobStore(db)
-    await db.close()
+async def jobs(backend: str) -> AsyncIterator[JobStore]:
+    """The job store on each backend (SQLite file; PostgreSQL as the application role)."""
+    stores = await open_stores(backend)
+    yield stores.jobs
+    await stores.close()
 
 
 async def _until(jobs: JobStore, job_id: str, statuses: set[str], within: float = 10.0) -> Any:
@@ -175,8 +176,7 @@ async def test_graceful_stop_lets_a_short_job_finish(jobs: JobStore) -> None:
 
 async def test_competing_workers_run_each_job_once(jobs: JobStore, tmp_path: Path) -> None:
     ids = [(await jobs.enqueue("org_a", "crm.sync", {"n": i}, max_attempts=3))["id"] for i in range(12)]
-    other_db = Database(jobs.db.path)  # a second connection, as another process would have
-    await other_db.open()
+    other = await open_stores(jobs.db.path)  # a second connection (pool), as another process would have
     runs: list[str] = []
 
     async def work(claim: Claim) -> dict[str, Any]:
@@ -184,14 +184,14 @@ async def test_competing_workers_run_each_job_once(jobs: JobStore, tmp_path: Pat
         await asyncio.sleep(0.02)
         return {}
 
-    workers = [_worker(jobs, work, concurrency=2), _worker(JobStore(other_db), work, concurrency=2)]
+    workers = [_worker(jobs, work, concurrency=2), _worker(other.jobs, work, concurrency=2)]
     try:
         for job_id in ids:
             await _until(jobs, job_id, {"succeeded"})
     finally:
         for w in workers:
             await w.stop(1.0)
-        await other_db.close()
+        await other.close()
     assert sorted(runs) == sorted(ids)
 
 

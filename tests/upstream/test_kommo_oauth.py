@@ -12,7 +12,10 @@ from tests.upstream.support import CLIENT_ID, Upstream, connect
 from upstream_stub.errors import BadRequest
 from upstream_stub.kommo_hosts import kommo_host
 
-CB = service_headers("kommo-oauth-callback")
+
+def cb() -> dict[str, str]:
+    """A fresh service identity per request (identities live 30 s; never mint them at import time)."""
+    return service_headers("kommo-oauth-callback")
 
 
 async def _state(up: Upstream, org: str = "org_a") -> str:
@@ -62,12 +65,12 @@ async def test_reconnecting_the_same_account_updates_the_connection(up: Upstream
 async def test_non_kommo_referer_is_refused_without_any_request(up: Upstream, kommo: FakeKommo,
                                                                referer: str) -> None:
     state = await _state(up)
-    r = await up.client.get("/kommo/oauth/callback", headers=CB,
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(),
                             params={"code": kommo.code, "state": state, "referer": referer})
     assert r.status_code == 400 and r.json()["reason"] == "kommo.bad_host"
     assert kommo.grants == 0 and kommo.refreshes == 0
     # the state was not burnt: the genuine callback still works
-    r = await up.client.get("/kommo/oauth/callback", headers=CB,
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(),
                             params={"code": kommo.code, "state": state, "referer": kommo.host})
     assert r.status_code == 200
 
@@ -86,8 +89,8 @@ def test_kommo_host_rejects_lookalike() -> None:
 async def test_state_is_single_use(up: Upstream, kommo: FakeKommo) -> None:
     state = await _state(up)
     params = {"code": kommo.code, "state": state, "referer": kommo.host}
-    assert (await up.client.get("/kommo/oauth/callback", headers=CB, params=params)).status_code == 200
-    r = await up.client.get("/kommo/oauth/callback", headers=CB, params=params)
+    assert (await up.client.get("/kommo/oauth/callback", headers=cb(), params=params)).status_code == 200
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(), params=params)
     assert r.status_code == 400 and r.json()["reason"] == "oauth.bad_state"
 
 
@@ -99,7 +102,7 @@ async def test_state_is_single_use(up: Upstream, kommo: FakeKommo) -> None:
 ])
 async def test_tampered_state_is_refused(up: Upstream, kommo: FakeKommo, mutate) -> None:  # type: ignore[no-untyped-def]
     state = mutate(await _state(up))
-    r = await up.client.get("/kommo/oauth/callback", headers=CB,
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(),
                             params={"code": kommo.code, "state": state, "referer": kommo.host})
     assert r.status_code == 400 and r.json()["reason"] in {"oauth.bad_state", "oauth.bad_request"}
     assert kommo.grants == 0
@@ -107,11 +110,11 @@ async def test_tampered_state_is_refused(up: Upstream, kommo: FakeKommo, mutate)
 
 async def test_refused_code_is_400(up: Upstream, kommo: FakeKommo) -> None:
     state = await _state(up)
-    r = await up.client.get("/kommo/oauth/callback", headers=CB,
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(),
                             params={"code": "not-the-code", "state": state, "referer": kommo.host})
     assert r.status_code == 400 and r.json()["reason"] == "oauth.grant_refused"
 
 
 async def test_consent_denied(up: Upstream, kommo: FakeKommo) -> None:
-    r = await up.client.get("/kommo/oauth/callback", headers=CB, params={"error": "access_denied"})
+    r = await up.client.get("/kommo/oauth/callback", headers=cb(), params={"error": "access_denied"})
     assert r.status_code == 400 and r.json()["reason"] == "oauth.denied"

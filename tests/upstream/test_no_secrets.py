@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.upstream.identity import mint, service_headers, user_headers
 from tests.upstream.kommo_fake import ACCOUNT_ID, FakeKommo
+from tests.upstream.pg import dump_all
 from tests.upstream.support import SECRETS, Upstream, connect
 from tests.upstream.test_webhooks import _jobs_done, _revoked_params
 
@@ -70,7 +72,11 @@ async def test_no_secret_in_responses_logs_or_database(up: Upstream, kommo: Fake
         assert secret not in logs, "a secret appeared in a log line"
 
     # At rest the tokens are sealed: the raw database files (and WAL) never hold them in plaintext.
-    await up.svc.db.run(lambda: up.svc.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
-    raw = b"".join(p.read_bytes() for p in Path(up.svc.settings.db_path).parent.glob("upstream.db*"))
+    if up.svc.settings.database_url:  # PostgreSQL: every row of every table, bytea as hex and as text
+        raw = dump_all(up.svc.settings.database_url)
+        raw += bytes.fromhex("".join(h for h in re.findall(r"\\x([0-9a-f]+)", raw.decode())))
+    else:
+        await up.svc.db.run(lambda: up.svc.db.conn.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        raw = b"".join(p.read_bytes() for p in Path(up.svc.settings.db_path).parent.glob("upstream.db*"))
     for secret in [*kommo.all_tokens[1:], LONG_LIVED, LONG_LIVED_2]:
         assert secret.encode() not in raw, "a token is stored in plaintext"

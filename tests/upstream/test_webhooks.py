@@ -115,7 +115,7 @@ async def test_chat_hook_enqueues_for_the_amojo_account(up: Upstream, kommo: Fak
 def _revoked_params(account: int = ACCOUNT_ID, secret: str = CLIENT_SECRET, client_id: str = CLIENT_ID,
                     ) -> dict[str, str]:
     sig = hmac.new(secret.encode(), f"{client_id}|{account}".encode(), hashlib.sha256).hexdigest()
-    return {"client_id": client_id, "account_id": str(account), "signature": sig}
+    return {"client_uuid": client_id, "account_id": str(account), "signature": sig}
 
 
 async def test_revoked_hook_marks_connection_revoked_and_drops_tokens(up: Upstream, kommo: FakeKommo) -> None:
@@ -130,7 +130,10 @@ async def test_revoked_hook_marks_connection_revoked_and_drops_tokens(up: Upstre
 @pytest.mark.parametrize(("params", "status"), [
     pytest.param(_revoked_params(secret="wrong-secret"), 403, id="bad_signature"),
     pytest.param(_revoked_params(client_id="someone-else"), 403, id="other_client"),
-    pytest.param({"client_id": CLIENT_ID, "account_id": "x", "signature": "00"}, 400, id="bad_account"),
+    pytest.param({"client_uuid": CLIENT_ID, "account_id": "x", "signature": "00"}, 400, id="bad_account"),
+    # The old, wrong parameter name: Kommo never sends client_id, so it verifies nothing.
+    pytest.param({**_revoked_params(), "client_id": CLIENT_ID, "client_uuid": ""}, 403, id="client_id_not_uuid"),
+    pytest.param({k: v for k, v in _revoked_params().items() if k != "signature"}, 403, id="no_signature"),
 ])
 async def test_revoked_hook_refuses_unsigned(up: Upstream, kommo: FakeKommo, params: dict[str, str],
                                              status: int) -> None:
