@@ -6,6 +6,8 @@ step name to --failed-step-file and exits 1. Steps, in order:
   token            a token minted with the deployment's JWT secret is accepted; a forged one is not
   create           an agent is created in org A and read back
   cross-org        org B cannot read org A's agent, nor list org A (tenant binding)
+  database         on PostgreSQL: the agent is in the database, and the app role with no org set
+                   sees no rows (row-level security forced); on SQLite this step says so and passes
   client-address   the gateways audit the client's address, not the load balancer's (trusted proxy)
   rate-limit       a 2/minute limit holds exactly across both replicas (shared Redis counters)
   webhook          a signed Kommo Chats webhook is accepted; its replays are acknowledged as
@@ -26,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -153,6 +156,25 @@ class Smoke:
         check(r.status_code == 403 and problem_reason(r), f"org B listed org A: {brief(r)}")
         r = self.req("PATCH", f"/v1/agents/{self.ids['agent']}", other, json={"name": "pwned"})
         check(r.status_code == 404, f"org B patched org A's agent: {brief(r)}")
+
+    def step_database(self) -> None:
+        if "postgres" not in self.dc("ps", "--services").stdout.split():
+            print("    upstream store: SQLite (no postgres service in this stack)")
+            return
+        agent = self.ids["agent"]
+        check(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", agent), f"unexpected agent id {agent!r}")
+
+        def psql(user: str, password: str, sql: str) -> str:
+            return self.dc("exec", "-T", "-e", f"PGPASSWORD={password}", "postgres", "psql", "-h", "127.0.0.1",
+                           "-U", user, "-d", "upstream", "-tAc", sql).stdout.strip()
+
+        sql = f"SELECT count(*) FROM agents WHERE id = '{agent}'"  # noqa: S608 (id checked above)
+        found = psql("postgres", self.env["POSTGRES_PASSWORD"], sql)
+        check(found == "1", f"the agent created through the gateway is not in PostgreSQL (count {found!r})")
+        # The app role with no org set sees no tenant rows at all: row-level security is forced.
+        seen = psql("upstream_app", self.env["UPSTREAM_DB_APP_PASSWORD"], "SELECT count(*) FROM agents")
+        check(seen == "0", f"the app role reads {seen} agent rows without an org: RLS not enforced")
+        print("    upstream store: PostgreSQL; the app role without an org sees 0 rows (RLS forced)")
 
     def step_client_address(self) -> None:
         ours = set(self.sent_ids)
@@ -286,6 +308,7 @@ STEPS: list[tuple[str, Callable[[Smoke], None]]] = [
     ("token", Smoke.step_token),
     ("create", Smoke.step_create),
     ("cross-org", Smoke.step_cross_org),
+    ("database", Smoke.step_database),
     ("client-address", Smoke.step_client_address),
     ("rate-limit", Smoke.step_rate_limit),
     ("webhook", Smoke.step_webhook),
