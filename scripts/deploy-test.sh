@@ -282,6 +282,10 @@ log "secrets generated in $WORK/deploy.env (mode 600, removed at the end)"
 
 step "compose-up"
 compose config -q || die "compose config refused the files"
+# Leftovers of a run that was killed outright hold the fixed edge subnet: remove what is idle.
+for net in $(docker network ls -q --filter name=edgegw-test- 2>/dev/null); do
+  docker network rm "$net" >/dev/null 2>&1 || true
+done
 COMPOSE_UP=1
 compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; die "compose up failed"; }
 for _ in $(seq 120); do
