@@ -334,6 +334,10 @@ def test_compose_trusts_only_the_load_balancer() -> None:
     for other in ("lb", "prometheus"):
         assert not upstream_nets & set(data["services"][other]["networks"]), other
     assert data["networks"]["backend"].get("internal") is True
+    # Every network pinned, none overlapping: an unpinned one may get a /16 over the fixed `edge`.
+    subnets = [ipaddress.ip_network(n["ipam"]["config"][0]["subnet"]) for n in data["networks"].values()]
+    assert len(subnets) == len(data["networks"])
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
 
 
 def test_compose_variables_are_known() -> None:
