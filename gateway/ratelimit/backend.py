@@ -44,6 +44,9 @@ from gateway.ratelimit.resp import RespClient, RespError
 log = logging.getLogger("gateway.ratelimit")
 T = TypeVar("T")
 OPEN: Any = object()  # returned by Backend.run in `open` mode: caller allows without counting
+SWEEP_CHUNK = 1000  # counters per synchronous step of the memory sweep (well under 1 ms of CPU)
+
+
 class SweepingMemoryStorage(MemoryStorage):
     """`limits`' async MemoryStorage with a cheaper expiry sweep.
 
@@ -52,7 +55,8 @@ class SweepingMemoryStorage(MemoryStorage):
     of users that is a constant background load (measured here: ~50 µs of CPU per request at
     5,000 keys, most of it thread hand-offs). Reads already expire lazily (`get` and the window
     arithmetic compare timestamps), so the sweep only frees memory: here it runs at most every
-    `sweep_interval` seconds, inline, yielding to the loop every few hundred keys.
+    `sweep_interval` seconds, inline, yielding to the loop every few hundred (windows) or
+    `SWEEP_CHUNK` (counters) keys.
     """
 
     sweep_interval = 2.0
@@ -80,11 +84,21 @@ class SweepingMemoryStorage(MemoryStorage):
                     self.locks.pop(key, None)
                 if n % 500 == 499:
                     await asyncio.sleep(0)
-            now = time.time()
-            for key in [k for k, exp in self.expirations.items() if exp <= now]:
-                self.storage.pop(key, None)
-                self.expirations.pop(key, None)
-                self.locks.pop(key, None)
+            # Counters: a C-speed snapshot, then chunks with a yield between them (one pass over
+            # 200,000 keys stopped the loop for ~115 ms of CPU). A counter hit again since the
+            # snapshot has a new expiry and is kept.
+            # (keys only: a list of (key, expiry) tuples would allocate one object per key and
+            # set off the garbage collector).
+            expirations = self.expirations
+            snapshot = list(expirations)
+            for start in range(0, len(snapshot), SWEEP_CHUNK):
+                now = time.time()
+                for key in snapshot[start : start + SWEEP_CHUNK]:
+                    if expirations.get(key, now + 1.0) <= now:
+                        self.storage.pop(key, None)
+                        expirations.pop(key, None)
+                        self.locks.pop(key, None)
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             return
 

@@ -338,7 +338,8 @@ async def test_auth(auth_redis: RedisServer, userinfo: str, ok: bool) -> None:
 # --- failures ----------------------------------------------------------------------------------------
 @on_loops
 async def test_server_killed_mid_traffic_then_restarted(own_redis: RedisServer) -> None:
-    client = RespClient(own_redis.url)
+    # Two connections: the BLPOP holds one (a blocking command stalls its connection's FIFO).
+    client = RespClient(own_redis.url, connections=2)
     try:
         assert await client.ping() and await client.ping()  # both connections up
         blocked = asyncio.ensure_future(client.execute([("BLPOP", "q", 30)], transaction=False))
@@ -645,3 +646,56 @@ async def test_disconnect_unsticks_a_silent_connection() -> None:
     finally:
         await client.close()
         server.close()
+
+
+# --- coalescing: calls made in one loop step share one write ------------------------------------
+@on_loops
+async def test_calls_in_one_step_share_one_write(own_redis: RedisServer) -> None:
+    client = RespClient(own_redis.url)
+    try:
+        assert await client.ping()
+        conn = client._conns[0]
+        assert conn is not None and conn.transport is not None
+        writes: list[bytes] = []
+
+        class CountingTransport:
+            def __init__(self, real: Any) -> None:
+                self.real = real
+
+            def write(self, data: bytes) -> None:
+                writes.append(bytes(data))
+                self.real.write(data)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.real, name)
+
+        conn.transport = CountingTransport(conn.transport)  # type: ignore[assignment]
+        # 50 callers in the same step, transactions and plain calls mixed: one write, and each
+        # caller gets its own replies in order.
+        calls = [client.execute([("INCRBY", "n", i)], transaction=i % 2 == 0) for i in range(1, 51)]
+        results = await asyncio.gather(*calls)
+        assert len(writes) == 1
+        assert [r[0] for r in results] == [sum(range(1, i + 1)) for i in range(1, 51)]
+        # Calls in later steps get writes of their own (nothing waits for a batch to fill).
+        await client.execute([("INCR", "n")])
+        await client.execute([("INCR", "n")])
+        assert len(writes) == 3
+    finally:
+        await client.close()
+
+
+@on_loops
+async def test_a_connection_lost_before_its_flush_fails_the_queued_calls(own_redis: RedisServer) -> None:
+    client = RespClient(own_redis.url)
+    try:
+        assert await client.ping()
+        conn = client._conns[0]
+        assert conn is not None
+        pending = asyncio.ensure_future(client.execute([("INCR", "n")]))
+        await asyncio.sleep(0)  # queued, not yet written
+        conn.abort("test: lost")
+        with pytest.raises(RespConnectionError):
+            await pending
+        assert await client.execute([("INCR", "n")]) == [1]  # the next call reconnects; the lost one never ran
+    finally:
+        await client.close()

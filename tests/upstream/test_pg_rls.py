@@ -320,3 +320,25 @@ async def test_two_processes_complete_200_jobs_exactly_once(pg_env: pg.PgEnv, tm
     assert sorted(runs) == sorted(j for _, j in ids), "a job ran twice or never"
     assert all(out.read_text().strip() for out in outs), "both processes took part"
     assert all(r["attempts"] == 1 and r["status"] == "succeeded" for r in rows)
+
+
+async def test_a_failed_statement_leaves_the_pooled_connection_clean(pg_env: pg.PgEnv) -> None:
+    """One connection, one failing tenant statement: the next user of it has no org and no transaction."""
+    pg_env.truncate()
+    stores = await open_stores(pg_env.app_url, pool_size=1)
+    db = stores.db
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            await db.one(ORG_A, "INSERT INTO oauth_states (nonce, org_id, expires_at) VALUES ('n', %s, 0)", (ORG_B,))
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await db.all(ORG_A, "SELECT * FROM no_such_table WHERE org_id = %s", (ORG_A,))
+        async with db.unscoped() as conn:
+            row = await (await conn.execute("SELECT current_setting('app.org_id', true) AS org,"
+                                            " (SELECT count(*) FROM oauth_states) AS n")).fetchone()
+        assert row is not None and row["org"] in (None, "") and row["n"] == 0
+        await stores.states.remember(ORG_A, "n-ok", time.time() + 60)
+        assert await stores.states.consume(ORG_B, "n-ok") is False and await stores.states.consume(ORG_A, "n-ok")
+        with pytest.raises(ValueError):
+            await db.all("", "SELECT 1")
+    finally:
+        await stores.close()

@@ -129,12 +129,12 @@ class ConnectionStore:
                                                  ) -> list[tuple[str, str]]:
         rows = await self.db.run(lambda: self.db.conn.execute(
             "SELECT org_id, id FROM crm_connections WHERE kommo_account_id = ?"
-            " AND (status = 'active' OR (? = 0 AND status != 'revoked'))",
+            " AND (status = 'active' OR (? = 0 AND status != 'revoked')) ORDER BY seq",
             (account_id, int(active_only))).fetchall())
         return [(r["org_id"], r["id"]) for r in rows]
 
     async def orgs_for_kommo_amojo_for_webhook(self, amojo_id: str) -> list[tuple[str, str]]:
         rows = await self.db.run(lambda: self.db.conn.execute(
-            "SELECT org_id, id FROM crm_connections WHERE amojo_id = ? AND status = 'active'",
+            "SELECT org_id, id FROM crm_connections WHERE amojo_id = ? AND status = 'active' ORDER BY seq",
             (amojo_id,)).fetchall())
         return [(r["org_id"], r["id"]) for r in rows]
