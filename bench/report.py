@@ -17,7 +17,7 @@ SWEEP_BAR = 0.9       # issue 16 (was 0.8, issue 2): gateway req/s at c=hi >= 0.
 SWEEP_P99_BAR = 3.0   # issue 16: gateway p99 at c=hi <= 3 x p99 at c=lo
 FLOOR_BAR = 0.5       # issue 2: gateway req/s >= 0.5 x Fastify floor, same run
 FULL_BAR = 1.0        # issue 16: gateway (1 worker, Redis-backed limits) req/s >= 1.0 x Fastify full
-GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache")
+GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noaccesslog", "gateway-baseline")
 
 
 @dataclass
@@ -134,11 +134,15 @@ class Report:
         ratios = []
         for kind, w in self._families():
             a, b = self.find(kind, lo, w), self.find(kind, hi, w)
-            if a and b and a.result and b.result and a.result.rps and a.result.p99_ms:
+            if a and b and a.result and b.result and a.result.rps and a.result.p99_ms and b.result.rps:
                 ratios.append(f"{self._name(kind, w)}: c{hi}/c{lo} req/s = {b.result.rps / a.result.rps:.2f}, "
-                              f"p99 = {b.result.p99_ms / a.result.p99_ms:.2f} x")
+                              f"p99 = {b.result.p99_ms / a.result.p99_ms:.2f} x; tail shape p99 / (c / req/s): "
+                              f"c{lo} {_shape(a.conns, a.result):.1f}, c{hi} {_shape(b.conns, b.result):.1f}")
         if ratios:
-            lines += ["", *ratios]
+            lines += ["", *ratios,
+                      "(wrk is a closed loop: the mean latency is c / req/s (Little's law), so at equal req/s the "
+                      f"c{hi} mean is {hi // lo} x the c{lo} mean; the tail shape, p99 over that mean, is what a "
+                      "stall inflates)"]
         if not self.comparable:
             lines.append("NOTE: nginx is not installed; the Python fallback upstream was used. "
                          "Figures are NOT comparable with the published ones.")
@@ -156,6 +160,11 @@ def _ratio(x: WrkResult, base: Row | None, same_conns: bool) -> str:
     if not same_conns or base is None or base.result is None or not base.result.rps:
         return "-"
     return f"{x.rps / base.result.rps:.2f}"
+
+
+def _shape(conns: int, x: WrkResult) -> float:
+    """p99 over the mean latency Little's law gives a closed loop of `conns` clients."""
+    return x.p99_ms / (conns / x.rps * 1000) if x.rps else 0.0
 
 
 def _valid(num: Row | None, den: Row | None) -> tuple[WrkResult, WrkResult] | None:

@@ -51,15 +51,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="distinct users to cycle through, so per-user rate limits never bind (default 5000)")
     p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=["redis"],
                    help="extra one-worker gateway runs: redis (Redis-backed limits, the default), "
-                        "nocache (no token cache); '' for none")
+                        "nocache (no token cache), noaccesslog (GATEWAY_ACCESS_LOG=off: the access "
+                        "log's cost); '' for none")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),
                    help="peer configs: nginx/*.conf and fastify/ (default $BENCH_PEERS, else bench/peer_files)")
+    p.add_argument("--baseline", type=Path, metavar="DIR",
+                   help="also run the Redis-backed one-worker gateway from another checkout DIR (e.g. "
+                        "`git worktree add /tmp/base main`): before/after in one run")
     p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
+    if args.baseline is not None and not (args.baseline / "gateway" / "__main__.py").is_file():
+        p.error(f"--baseline: {args.baseline} is not a gateway checkout (no gateway/__main__.py)")
     if not args.peers.is_dir():
         p.error(f"--peers: no directory {args.peers} (it holds nginx/*.conf and fastify/server.js)")
     unknown = set(args.only) - set(KINDS)
@@ -145,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{b.upstream_port}; wrk -t1 -c{args.conns} -d{args.duration}s, warm-up {args.warmup}s, "
               f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
         out = report.Report(args.conns, args.duration, comparable)
-        for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants):
+        for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants,
+                                     args.baseline.resolve() if args.baseline else None):
             if t.kind.split("-")[0] in args.only:
                 measure(b, t, args, script, tokens_file, minted[0], out)
     except KeyboardInterrupt:

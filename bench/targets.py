@@ -48,7 +48,7 @@ class Launched:
 @dataclass(frozen=True)
 class Target:
     """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
-    one-worker gateway variant: gateway-redis | gateway-nocache."""
+    one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog."""
 
     label: str
     kind: str
@@ -114,7 +114,11 @@ def _policy_without_token_cache(b: Bench) -> Path:
     return out
 
 
-def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True) -> Callable[[Bench], Launched]:
+def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
+            checkout: Path | None = None, access_log: str | None = None) -> Callable[[Bench], Launched]:
+    """`checkout`: run the gateway code of another checkout (a before/after in one run), with
+    this checkout's Python environment and policy."""
+
     def start(b: Bench) -> Launched:
         started: list[Proc] = []
         # A clean GATEWAY_* environment: nothing inherited from the caller's shell changes the run.
@@ -128,14 +132,19 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             "GATEWAY_POLICY_DIR": str(b.root / "policies" if token_cache else _policy_without_token_cache(b)),
             "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
         })
+        if access_log is not None:
+            env["GATEWAY_ACCESS_LOG"] = access_log
         if b.gateway_redis if with_redis is None else with_redis:
             redis, redis_url = peers.start_redis(b.procs, b.work, f"redis-gateway-w{workers}")
             started.append(redis)
             env["GATEWAY_REDIS_URL"] = redis_url
         python = b.root / ".venv" / "bin" / "python"
         argv = [str(python if python.exists() else sys.executable), "-m", "gateway", "serve"]
+        if checkout is not None:
+            # `-m gateway` from the other checkout's directory, first on the path: its code.
+            env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [env.get("PYTHONPATH")])])
         try:
-            proc = b.procs.start(f"gateway-w{workers}", argv, env=env, cwd=b.root, port=port)
+            proc = b.procs.start(f"gateway-w{workers}", argv, env=env, cwd=checkout or b.root, port=port)
         except BaseException:
             for p in started:
                 b.procs.stop(p)
@@ -147,7 +156,7 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
 
 
 def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
-                variants: list[str] | None = None) -> list[Target]:
+                variants: list[str] | None = None, baseline: Path | None = None) -> list[Target]:
     suffix = " +redis" if gateway_redis else ""
     upstream = "upstream direct" if nginx_upstream else "upstream (PY FALLBACK)"
     return [
@@ -163,6 +172,13 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
           for v in variants or [] if v == "redis"),
         *(Target("gateway w1 nocache", "gateway-nocache", gateway(1, token_cache=False), workers=1)
           for v in variants or [] if v == "nocache"),
+        # The access log's cost: the same one-worker run with GATEWAY_ACCESS_LOG=off (the rows
+        # above log every request to stdout, the default).
+        *(Target("gateway w1 noaccesslog", "gateway-noaccesslog", gateway(1, access_log="off"), workers=1)
+          for v in variants or [] if v == "noaccesslog"),
+        # --baseline DIR: the same Redis-backed run with another checkout's code (before/after).
+        *([Target("baseline w1 +redis", "gateway-baseline", gateway(1, with_redis=True, checkout=baseline),
+                  workers=1, sweep=True)] if baseline is not None else []),
     ]
 
 

@@ -10,32 +10,38 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.audit import AuditKeys, AuditLog
+from gateway.accesslog import AccessLog
+from gateway.audit import AuditKeyError, AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
-from gateway.health import Readiness, send_json, tcp_check
+from gateway.health import BOARD, Readiness, send_json
 from gateway.looplag import LoopLagMonitor
 from gateway.metrics import process_metrics
 from gateway.operations import AuditGuardStage, AuditObserver, Reloader
+from gateway.pipeline.addresslimit import AddressLimitStage
 from gateway.pipeline.auth import AuthStage
 from gateway.pipeline.authz import AuthzStage
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 from gateway.pipeline.bodylimit import BodyLimitStage
 from gateway.pipeline.clientaddr import ClientAddressStage
 from gateway.pipeline.cors import CorsStage
+from gateway.pipeline.deprecation import DeprecationStage
+from gateway.pipeline.docs import DocsStage
 from gateway.pipeline.hygiene import HygieneStage
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
+from gateway.pipeline.validate import BodyValidationStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
 from gateway.policy.schema import AuditSpec
 from gateway.ratelimit import RateLimiter, RateLimitSettings
 from gateway.settings import Settings, effective_env
+from gateway.tracing import tracer_from_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
 log = logging.getLogger("gateway")
@@ -55,6 +61,7 @@ class Gateway:
         self._sampler: asyncio.Task[None] | None = None
         self.loop_lag = LoopLagMonitor(self.metrics.observe_loop_lag)
         self.metrics.policy_loaded(self.policy.digest)
+        self.metrics.init_series(self.policy.routes)
         self.observers: list[Observer] = [self.metrics.observe]
         self.forwarder = Forwarder(identity=self.identity_for)
         # No fallback key: an empty identity secret (production without GATEWAY_IDENTITY_SECRET)
@@ -62,10 +69,17 @@ class Gateway:
         self.signer = IdentitySigner(settings.effective_identity_secret(), audience=self.policy.upstream.name)
         self.dedupe: DedupeStore = dedupe_store_from_url(settings.redis_url)
         audit_spec = self.policy.sections.get("audit") or AuditSpec()
+        # A missing or weak key in production refuses the start (lifespan startup); in-process tools
+        # that never start the gateway (explain) can still build one.
+        self._audit_key_error: AuditKeyError | None = None
+        try:
+            audit_keys = AuditKeys.parse(settings.audit_key, production=settings.production)
+        except AuditKeyError as exc:
+            self._audit_key_error, audit_keys = exc, AuditKeys.parse(None)
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
                               on_failed=self.metrics.audit_failure,
-                              keys=AuditKeys.parse(settings.audit_key, production=settings.production),
+                              keys=audit_keys,
                               checkpoints=settings.audit_checkpoints,
                               checkpoint_interval=settings.audit_checkpoint_interval,
                               redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
@@ -77,9 +91,13 @@ class Gateway:
                                   5.0, p.algorithms)
         self.limiter: RateLimiter | None = None
         self.reloader = Reloader(self)
-        self.observers.append(AuditObserver(self.audit, self.jwt_policy.org_claim if self.jwt_policy else "org_id"))
-        self.readiness.checks["policy"] = self._policy_check
-        self.readiness.checks["upstream"] = lambda: tcp_check(self.policy.upstream.url)
+        org_claim = self.jwt_policy.org_claim if self.jwt_policy else "org_id"
+        self.observers.append(AuditObserver(self.audit, org_claim))
+        self.access_log = AccessLog(settings.access_log, org_claim=org_claim,
+                                    on_dropped=self.metrics.access_log_dropped)
+        if self.access_log.enabled:
+            self.observers.append(self.access_log)
+        self.tracer = tracer_from_env(self.env)
         self.install_policy(self.policy)
 
     def install_policy(self, policy: CompiledPolicy) -> None:
@@ -102,6 +120,7 @@ class Gateway:
         self.jwt_policy, self.verifier = jwt, verifier
         self.policy = policy
         self.pipeline = self.build_pipeline()
+        BOARD.set_policy(policy)
 
     def request_reload(self) -> None:
         """Called from the SIGHUP handler (main thread, loop running)."""
@@ -112,6 +131,7 @@ class Gateway:
         self.metrics.reload(result)
         if result == "ok":
             self.metrics.policy_loaded(digest)
+            self.metrics.init_series(self.policy.routes)
 
     def current_policy(self) -> CompiledPolicy:
         return self.policy
@@ -121,7 +141,7 @@ class Gateway:
         jwt = getattr(auth, "jwt", None)
         if jwt is None:
             return None
-        # Environment wins where the policy is silent (DESIGN.md §3 contracts).
+        # Environment wins where the policy is silent (the GATEWAY_JWT_* variables).
         updates: dict[str, object] = {}
         if not jwt.issuer:
             updates["issuer"] = self.settings.jwt_issuer or None
@@ -151,25 +171,36 @@ class Gateway:
         limiter = self.limiter
         if limiter is None:
             raise RuntimeError("install_policy builds the limiter before the pipeline")
-        guard = limiter.brute_force
-        # Innermost first: the request meets these in reverse order (DESIGN.md §2).
+        limiter.on_evict = self.metrics.abuse.evicted
+        abuse = self.metrics.abuse
+        # Innermost first: the request meets these in reverse order. The README table "What a
+        # request goes through" gives the reason for each position; keep the two in step.
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting
+        app = BodyValidationStage(app)                                  # 10b JSON parsed once + schema
+        app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
                          jwt.scope_claim if jwt else "scope")
         app = TenantStage(app, org_claim)                               # 8 tenant binding
         app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
-                           self.metrics.webhook, self.metrics.redis_error)
+                           self.metrics.webhook, self.metrics.redis_error,
+                           guard=lambda: limiter.webhook_brute_force, event=abuse.event,
+                           hmac_computed=abuse.hmac_computed)
         app = AuthStage(app, lambda: self.verifier,                     # 7 authentication
-                        blocked=guard.check, failed=self._auth_failed)
+                        guard=lambda: limiter.brute_force, event=abuse.event)
         app = BodyLimitStage(app)                                       # 6 size caps
+        app = AddressLimitStage(app, lambda: limiter,                   # 5b per-address limits
+                                self.metrics.ratelimit, abuse.event)
+        app = DeprecationStage(app, self.metrics.deprecated)            # 5a deprecation headers, sunset
         app = CorsStage(app)                                            # 5 CORS
         app = AuditGuardStage(app, self.audit)                          # (audit sink policy)
         app = RoutingStage(app)                                         # 4 route match
+        app = DocsStage(app)                                            # 3b /v1/openapi.json, /v1/docs
         app = HygieneStage(app)
         app = ClientAddressStage(app, self.proxies)
-        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight)
+        return RequestIdStage(app, self.current_policy, self.observers, self.in_flight,
+                              trusted_peer=lambda ip: self.proxies.is_trusted(ip), tracer=self.tracer,
+                              count_bytes=self.access_log.enabled)
 
     def _ratelimit_state(self, degraded: bool) -> None:
         self.metrics.set_degraded(degraded)
@@ -183,17 +214,17 @@ class Gateway:
             self.metrics.flush()
             await asyncio.sleep(1.0)
 
-    async def _auth_failed(self, ip: str) -> None:
-        if self.limiter is not None:
-            await self.limiter.brute_force.record_failure(ip)
-
-    async def _policy_check(self) -> tuple[bool, str]:
-        return True, f"{len(self.policy.routes)} routes, digest {self.policy.digest}"
+    def _redis_mandatory(self) -> bool:
+        rl = self.policy.sections.get("compiled.rate_limits")
+        return getattr(rl, "on_storage_error", None) == "closed"
 
     async def startup(self) -> None:
+        if self._audit_key_error is not None:
+            raise self._audit_key_error
         up = self.policy.upstream
         await self.forwarder.start(up.pool_size, up.keepalive_seconds)
         await self.audit.start()
+        self.access_log.start()
         self._sampler = asyncio.get_running_loop().create_task(self._sample_in_flight())
         self.loop_lag.start()
         self.reloader.start_watching()
@@ -201,9 +232,12 @@ class Gateway:
             await self.jwks.start()
             jwks = self.jwks
             self.readiness.checks["jwks"] = lambda: _const(jwks.ready, "keys loaded" if jwks.ready else "no keys")
+            BOARD.extra["jwks"] = lambda: (jwks.ready, "keys loaded" if jwks.ready else "no keys")
         ping = getattr(self.dedupe, "ping", None)
         if ping is not None:
-            self.readiness.checks["redis"] = lambda: _ping(ping)
+            # Only where the policy makes Redis mandatory: otherwise an outage of the Redis every
+            # replica shares would take every replica out of rotation at once (gateway/health.py).
+            self.readiness.checks["redis"] = lambda: _ping(ping) if self._redis_mandatory() else _const(True, "")
 
     async def shutdown(self) -> None:
         await self.reloader.stop()
@@ -218,6 +252,8 @@ class Gateway:
         if self.limiter is not None:
             await self.limiter.aclose()
         await self.audit.close()
+        await asyncio.to_thread(self.access_log.close)
+        await asyncio.to_thread(self.tracer.shutdown)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -260,7 +296,7 @@ async def _const(ok: bool, detail: str) -> tuple[bool, str]:
 
 async def _ping(ping: Any) -> tuple[bool, str]:
     try:
-        await ping()
+        await asyncio.wait_for(ping(), 1.0)
     except Exception:
         return False, "unreachable"
     return True, "ok"

@@ -1,4 +1,4 @@
-"""`gateway` command line: serve, check, routes, token, audit verify, explain, test-policy."""
+"""`gateway` command line: serve, check, routes, token, audit verify, explain, test-policy, openapi."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
 # Subcommands that parse their own arguments (argparse.REMAINDER would swallow neither a leading
 # `--help` nor leading options, so they are dispatched before the top-level parser).
 PASSTHROUGH = {"explain": "gateway.explain:explain_main", "test-policy": "gateway.policytest:policytest_main",
-               "audit": "gateway.audit:audit_verify_main"}
+               "audit": "gateway.audit:audit_verify_main", "openapi": "gateway.openapi.command:openapi_main"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("explain", help="run one request through the pipeline in process and say why it "
                                        "is allowed or denied (`gateway explain --help`)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = sub.add_parser("openapi", help="generate or check the public OpenAPI document (`gateway openapi --help`)",
+                       add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p = sub.add_parser("test-policy", help="run YAML policy tests (default: <policy dir>/tests)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

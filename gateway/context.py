@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from gateway.policy.compiled import CompiledPolicy, CompiledRoute
+    from gateway.tracing import Span
 
 
 class RequestContext:
@@ -29,12 +30,17 @@ class RequestContext:
         "token",
         "body",
         "body_replaced",
+        "body_json",
         "decision",
         "reason",
         "status",
         "response_headers",
         "audit_extra",
         "upstream_seconds",
+        "client_request_id",
+        "trace",
+        "bytes_in",
+        "bytes_out",
     )
 
     def __init__(self, request_id: str, client_ip: str, policy: CompiledPolicy) -> None:
@@ -52,6 +58,8 @@ class RequestContext:
         # Buffered body, set only when a stage had to read it (tenant body binding, webhooks).
         self.body: bytes | None = None
         self.body_replaced = False
+        # The body parsed strictly (duplicate keys refused), once, by the first stage that needs it.
+        self.body_json: Any = None
         self.decision = "allow"
         self.reason: str | None = None
         self.status = 0
@@ -60,6 +68,11 @@ class RequestContext:
         self.response_headers: list[tuple[bytes, bytes]] = []
         self.audit_extra: dict[str, Any] = {}
         self.upstream_seconds: float | None = None
+        # The caller's X-Request-ID when it was not adopted (untrusted peer), capped.
+        self.client_request_id: str | None = None
+        self.trace: Span | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
 
 
 def get_context(scope: dict[str, Any]) -> RequestContext:

@@ -12,13 +12,17 @@
     ├── UriTooLong (414)             request.uri_too_long
     ├── UnsupportedMediaType (415)   request.unsupported_media_type
     ├── HeadersTooLarge (431)        request.headers_too_large
-    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures (+ Retry-After)
+    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures,
+    │                                webhook.too_many_failures (+ Retry-After)
+    ├── Gone (410)                   route.sunset (a deprecated route past its sunset date)
+    ├── UnprocessableContent (422)   request.invalid_body (+ `errors`: JSON pointer and detail per field)
     ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
     ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable
     └── GatewayTimeout (504)         upstream.timeout
 
-A stage denies by raising; the outermost stage renders the problem+json body (DESIGN.md §3), so
-the reason id is the same in the response, the audit record and the metrics label. `detail` is
+A stage denies by raising; the outermost stage renders the problem+json body (RFC 9457), so
+the reason id is the same in the response, the audit record and the metrics label. The body's `type`
+is `/v1/docs/errors#<reason>`, a page the gateway serves (`gateway.reasons` is its one source). `detail` is
 written for the client: it never carries token contents, secrets or upstream internals.
 """
 
@@ -27,6 +31,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+# The reason catalogue page; every problem's `type` points into it.
+ERRORS_PAGE = "/v1/docs/errors"
+
 
 class GatewayError(Exception):
     """A refusal with an HTTP status and a stable reason id."""
@@ -34,6 +41,8 @@ class GatewayError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
     reason: str = "gateway.internal"
+    # RFC 9457 extension members (e.g. `errors` of a 422); None for most refusals.
+    extensions: dict[str, object] | None = None
 
     def __init__(
         self,
@@ -51,17 +60,18 @@ class GatewayError(Exception):
         super().__init__(f"{self.reason}: {self.detail}")
 
     def body(self, request_id: str) -> bytes:
-        return json.dumps(
-            {
-                "type": f"https://errors.gateway.dev/{self.reason}",
-                "title": self.title,
-                "status": self.status,
-                "detail": self.detail,
-                "reason": self.reason,
-                "request_id": request_id,
-            },
-            separators=(",", ":"),
-        ).encode()
+        doc: dict[str, object] = {
+            # A URI the gateway serves, so a client can follow it to the reason's meaning.
+            "type": f"{ERRORS_PAGE}#{self.reason}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "reason": self.reason,
+            "request_id": request_id,
+        }
+        if self.extensions:
+            doc.update(self.extensions)
+        return json.dumps(doc, separators=(",", ":")).encode()
 
 
 class BadRequest(GatewayError):
@@ -122,6 +132,21 @@ class TooManyRequests(GatewayError):
     status, title, reason = 429, "Too Many Requests", "ratelimit.exceeded"
 
 
+class Gone(GatewayError):
+    status, title, reason = 410, "Gone", "route.sunset"
+
+
+class UnprocessableContent(GatewayError):
+    """422 with one `{pointer, detail}` entry per failing field (RFC 9457 `errors` member)."""
+
+    status, title, reason = 422, "Unprocessable Content", "request.invalid_body"
+
+    def __init__(self, errors: list[dict[str, str]], detail: str | None = None, **kw: object) -> None:
+        super().__init__(None, detail or "the request body does not match the operation's schema",
+                         **kw)  # type: ignore[arg-type]
+        self.extensions = {"errors": errors}
+
+
 class BadGateway(GatewayError):
     status, title, reason = 502, "Bad Gateway", "upstream.unavailable"
 
@@ -149,6 +174,18 @@ class Ambiguous(BadRequest):
 
 class BadPath(BadRequest):
     reason = "request.bad_path"
+
+
+class TooManyAuthFailures(TooManyRequests):
+    """A failing token from an address blocked for failed verifications (valid ones still pass)."""
+
+    reason = "auth.too_many_failures"
+
+
+class TooManyWebhookFailures(TooManyRequests):
+    """A delivery from an address blocked for failed webhook verifications; body never read."""
+
+    reason = "webhook.too_many_failures"
 
 
 class PolicyError(Exception):

@@ -36,7 +36,7 @@ HOP_BY_HOP = frozenset({
 REBUILT = frozenset({
     b"host", b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto",
     b"x-forwarded-host", b"x-forwarded-port", b"x-forwarded-prefix", b"forwarded", b"via",
-    b"x-real-ip", b"x-request-id", b"x-gateway-identity",
+    b"x-real-ip", b"x-request-id", b"x-gateway-identity", b"traceparent", b"tracestate",
 })
 IDENTITY_PREFIXES = (
     b"x-gateway-", b"x-user", b"x-org", b"x-auth", b"x-identity", b"x-tenant", b"x-forwarded-user",
@@ -83,6 +83,11 @@ def request_headers(scope: Scope, ctx: RequestContext, forward_token: bool,
         out.append((b"x-forwarded-host", host))
     out.append((b"via", VIA))
     out.append((b"x-request-id", ctx.request_id.encode()))
+    span = ctx.trace
+    if span is not None:  # W3C trace context: our span is the upstream's parent (gateway/tracing.py)
+        out.append((b"traceparent", span.traceparent()))
+        if span.tracestate is not None:
+            out.append((b"tracestate", span.tracestate))
     if identity is not None:
         out.append((b"x-gateway-identity", identity.encode()))
     return out

@@ -11,9 +11,15 @@ import logging
 import re
 import sys
 import time
+from contextvars import ContextVar
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+
+
+# (request id, trace id) of the request this task serves; set by the request-id stage, so every
+# log line written while serving a request carries both without each stage passing them.
+CURRENT_REQUEST: ContextVar[tuple[str, str] | None] = ContextVar("gateway_current_request", default=None)
 
 
 def redact(text: str) -> str:
@@ -28,10 +34,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
-        for key in ("request_id", "route", "reason", "event"):
+        for key in ("request_id", "trace_id", "route", "reason", "event"):
             value = getattr(record, key, None)
             if value is not None:
                 out[key] = value
+        current = CURRENT_REQUEST.get()
+        if current is not None:
+            out.setdefault("request_id", current[0])
+            out.setdefault("trace_id", current[1])
         if record.exc_info:
             out["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, separators=(",", ":"))

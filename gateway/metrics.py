@@ -5,6 +5,16 @@ low-cardinality by construction: the route label is the route id (or `none`), ne
 so a client cannot mint new series by requesting `/v1/agents/<random>` (a memory-exhaustion
 attack on both the gateway and Prometheus). Methods outside a fixed set become `OTHER`.
 
+Fresh deploys: the label sets the policy makes known (each route's requests and durations, its
+rate-limit and webhook outcomes, its likely denial reasons, reload results, Redis components) are
+created at zero when a policy is installed (`init_series`), so dashboards and `rate()` work before
+the first event.
+
+Batching: per-request counts go to plain dicts and are written once a second (`flush`). Histogram
+buckets are written through two private attributes of prometheus_client's histogram child
+(`_buckets`, `_sum`, next to the public `_upper_bounds`); the dependency is pinned to a tested
+range and tests/test_metrics.py fails on a release that changes them.
+
 Several workers: prometheus_client's multiprocess mode. Each worker writes its values to mmap files
 in `PROMETHEUS_MULTIPROC_DIR`; the admin listener (gateway/admin.py) sums them. The supervisor calls
 `prepare_multiprocess_dir` before forking workers and `mark_process_dead` when one exits.
@@ -40,6 +50,9 @@ WEBHOOK_OUTCOMES = frozenset(
     {"accepted", "duplicate", "bad_signature", "stale", "source_denied", "upstream_failed"}
 )
 RELOAD_RESULTS = frozenset({"ok", "failed"})
+REDIS_COMPONENTS = ("ratelimit", "webhook_dedupe")
+# Denial reasons worth a zero series per route, by what the route declares.
+_JWT_REASONS = ("auth.missing_token", "auth.invalid_token", "auth.expired")
 # 1 ms .. 30 s: the fast path is a few ms; 30 s is the longest upstream timeout we expect.
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _STATUS_CLASSES = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
@@ -157,12 +170,18 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.deprecated_calls = Counter("gateway_deprecated_calls_total",
+                                        "Calls to deprecated routes (after sunset: refused), by route id.",
+                                        ["route", "outcome"], registry=r)
         self.audit_segments = Counter("gateway_audit_segments_total",
                                       "New audit segments: the writer found its file cut back or doctored.",
                                       registry=r)
+        self.access_log_drops = Counter("gateway_access_log_dropped_total",
+                                        "Access-log lines dropped (queue full).", registry=r)
         self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
                                   "How late the event loop ran a due 10 ms timer: time it was blocked.",
                                   buckets=LAG_BUCKETS, registry=r)
+        self.abuse = AbuseMetrics(r)
         self._children: dict[tuple[object, ...], Any] = {}
         # Per-request counts are batched in plain dicts and written to the multiprocess files
         # by `flush()` (once a second): each mmap write costs several µs, a dict update ~0.1 µs.
@@ -177,6 +196,32 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def init_series(self, routes: Any) -> None:
+        """Create the known label sets at zero (idempotent; call when a policy is installed)."""
+        for result in sorted(RELOAD_RESULTS):
+            self._child(self.reloads, result)
+        for component in REDIS_COMPONENTS:
+            self._child(self.redis_errors, component)
+        self._child(self.denials, NO_ROUTE, "route.not_found")
+        for route in routes:
+            rid = route.id
+            self._child(self.duration, rid)
+            for method in sorted(set(route.methods) & KNOWN_METHODS - {"HEAD", "OPTIONS"}):
+                self._child(self.requests, rid, method, "2xx", "allow")
+            if getattr(route, "auth", None) == "jwt":
+                for reason in _JWT_REASONS:
+                    self._child(self.denials, rid, reason)
+            if getattr(route, "tenant", None):
+                self._child(self.denials, rid, "tenant.mismatch")
+            if getattr(route, "rate_limit", None):
+                self._child(self.denials, rid, "ratelimit.exceeded")
+                for outcome in sorted(RATELIMIT_OUTCOMES):
+                    self._child(self.ratelimits, rid, outcome)
+            if getattr(route, "webhook", None):
+                self._child(self.denials, rid, "webhook.bad_signature")
+                for outcome in sorted(WEBHOOK_OUTCOMES):
+                    self._child(self.webhooks, rid, outcome)
 
     # -- the request observer (RequestIdStage runs it in `finally`) --
 
@@ -231,6 +276,9 @@ class Metrics:
     def webhook(self, route: str | None, outcome: str) -> None:
         self._inc(self._child(self.webhooks, route or NO_ROUTE, _checked(outcome, WEBHOOK_OUTCOMES)))
 
+    def deprecated(self, route: str, outcome: str) -> None:
+        self._inc(self._child(self.deprecated_calls, route, "sunset" if outcome == "sunset" else "served"))
+
     def redis_error(self, component: str) -> None:
         self._child(self.redis_errors, component).inc()
 
@@ -253,12 +301,70 @@ class Metrics:
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)
 
+    def access_log_dropped(self, n: int = 1) -> None:
+        self.access_log_drops.inc(n)
+
     def audit_segment(self, n: int = 1) -> None:
         self.audit_segments.inc(n)
 
     def observe_loop_lag(self, seconds: float) -> None:
         # ~100 samples a second: written directly, no batching needed.
         self.loop_lag.observe(seconds)
+
+
+class AbuseMetrics:
+    """Brute-force blocks and refusals, verification budget refusals, webhook HMAC computations,
+    and evictions of in-process per-key state (issue 14). Self-contained: registered on the
+    owning `Metrics`' registry, label children cached, bounded label values."""
+
+    SCOPES = frozenset({"auth", "webhook"})
+    EVENTS = frozenset({"block", "refused", "budget_refused"})
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.blocks = Counter("gateway_bruteforce_blocks_total",
+                              "Addresses blocked for failed verifications, by scope (auth, webhook).",
+                              ["scope"], registry=r)
+        self.refusals = Counter("gateway_bruteforce_refusals_total",
+                                "Requests refused (429) because their address is blocked, by scope.",
+                                ["scope"], registry=r)
+        self.budget = Counter("gateway_auth_verify_budget_refusals_total",
+                              "Tokens from a blocked address refused unverified (verifications/s budget spent).",
+                              registry=r)
+        self.hmac = Counter("gateway_webhook_hmac_total",
+                            "Webhook signature verifications (one HMAC computation at most each), by route.",
+                            ["route"], registry=r)
+        self.evictions = Counter("gateway_ratelimit_evictions_total",
+                                 "In-process per-key entries evicted (oldest first) to stay under max_tracked_keys.",
+                                 ["store"], registry=r)
+        self._children: dict[tuple[object, ...], Any] = {}
+        for scope in sorted(self.SCOPES):  # known series exist at zero (alerts see a rate, not absence)
+            self._child(self.blocks, scope)
+            self._child(self.refusals, scope)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels) if labels else metric
+        return child
+
+    def event(self, scope: str, what: str) -> None:
+        scope = _checked(scope, self.SCOPES)
+        what = _checked(what, self.EVENTS)
+        if what == "block":
+            self._child(self.blocks, scope).inc()
+        elif what == "refused":
+            self._child(self.refusals, scope).inc()
+        else:
+            self._child(self.budget).inc()
+            self._child(self.refusals, scope).inc()
+
+    def hmac_computed(self, route: str | None) -> None:
+        self._child(self.hmac, route or NO_ROUTE).inc()
+
+    def evicted(self, store: str, n: int) -> None:
+        # store names are fixed strings of our own code (memory, fallback, known, auth_blocks, ...)
+        self._child(self.evictions, store).inc(n)
 
 
 def _checked(value: str, allowed: frozenset[str]) -> str:

@@ -53,16 +53,22 @@ class AuditObserver:
             duration_ms = round((time.perf_counter() - ctx.started) * 1000, 3)
             claims = ctx.claims or {}
             sub = claims.get("sub")
+            extra = dict(ctx.audit_extra)
+            if ctx.trace is not None:
+                extra.setdefault("trace_id", ctx.trace.trace_id)
+            if ctx.client_request_id is not None:
+                extra.setdefault("client_request_id", ctx.client_request_id)
             org = claim_at(claims, self.org_claim) if claims else None
             self.audit.submit(request_record(
                 request_id=ctx.request_id, sub=sub if isinstance(sub, str) else None,
                 org=org if isinstance(org, str) else None, client_ip=ctx.client_ip, method=method,
                 route_id=route_id, path=audit_path(scope, ctx), status=ctx.status, decision=ctx.decision,
-                reason=ctx.reason, duration_ms=duration_ms, **ctx.audit_extra,
+                reason=ctx.reason, duration_ms=duration_ms, **extra,
             ))
         if ctx.decision != "allow" or log.isEnabledFor(logging.DEBUG):
             log.info("%s %s -> %d %s", method, route_id or "-", ctx.status, ctx.reason or "",
-                     extra={"request_id": ctx.request_id, "route": route_id, "reason": ctx.reason})
+                     extra={"request_id": ctx.request_id, "route": route_id, "reason": ctx.reason,
+                            "trace_id": ctx.trace.trace_id if ctx.trace is not None else None})
 
 
 class AuditGuardStage:

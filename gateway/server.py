@@ -123,12 +123,27 @@ def serve(settings: Settings) -> int:
         stop_admin()
 
 
+def _board_policy(settings: Settings) -> None:
+    """The supervisor's view of the policy for the admin /readyz (workers load their own)."""
+    from gateway.health import BOARD
+    from gateway.policy.loader import load_policy
+    from gateway.settings import effective_env
+
+    try:
+        BOARD.set_policy(load_policy(settings.policy_dir, effective_env(settings), settings.production))
+    except Exception as exc:  # the workers keep serving their policy; this is only the report
+        log.error("supervisor could not load the policy for /readyz: %s", exc)
+
+
 def _serve(settings: Settings) -> int:
+    from gateway.health import BOARD
     from gateway.metrics import mark_process_dead
 
     if settings.workers <= 1:
         run_worker(settings)
         return 0
+    _board_policy(settings)
+    BOARD.workers = (0, settings.workers)
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
@@ -152,6 +167,9 @@ def _serve(settings: Settings) -> int:
         nonlocal stopping
         if sig != getattr(signal, "SIGHUP", -1):
             stopping = True
+            BOARD.draining = True
+        else:
+            _board_policy(settings)
         for p in procs:
             if p.pid is not None and p.is_alive():
                 os.kill(p.pid, sig)
@@ -163,6 +181,7 @@ def _serve(settings: Settings) -> int:
              settings.host, settings.port)
     while not stopping:
         time.sleep(0.2)
+        BOARD.workers = (sum(1 for p in procs if p.is_alive()), settings.workers)
         for i, p in enumerate(procs):
             if not p.is_alive() and not stopping:
                 # A worker that dies right after start will die again: stop rather than loop

@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     # Signed checkpoints of the audit chain; default `<audit_log>.checkpoints`.
     audit_checkpoints: str | None = None
     audit_checkpoint_interval: float = Field(default=30.0, gt=0)
+    # One JSON line per request: `stdout`, a file path, or `off`.
+    access_log: str = "stdout"
+    # Active upstream probe (admin /readyz detail, gateway_upstream_up; never readiness itself).
+    upstream_probe_path: str = "/healthz"
+    upstream_probe_interval: float = Field(default=5.0, gt=0)
+    upstream_probe_timeout: float = Field(default=2.0, gt=0)
     drain_delay: float = Field(default=5.0, ge=0)
     grace_timeout: float = Field(default=30.0, ge=0)
     log_level: str = "info"

@@ -33,6 +33,8 @@ METRICS = {
     "gateway_webhook_total", "gateway_requests_in_flight", "gateway_redis_errors_total",
     "gateway_policy_info", "gateway_policy_reloads_total", "gateway_build_info",
     "gateway_audit_failures_total", "gateway_audit_dropped_total",
+    "gateway_audit_segments_total", "gateway_access_log_dropped_total",
+    "gateway_upstream_up", "gateway_upstream_probe_duration_seconds", "gateway_ready", "gateway_redis_up",
 }
 HISTOGRAMS = {"gateway_request_duration_seconds", "gateway_upstream_duration_seconds"}
 KOMMO_VARS = {"KOMMO_WEBHOOK_SECRET", "KOMMO_CHANNEL_SECRET", "KOMMO_CLIENT_ID", "KOMMO_CLIENT_SECRET",
@@ -547,7 +549,8 @@ def test_alerts_use_only_gateway_metrics() -> None:
             seen.add(rule["alert"])
     for needed in ("GatewayDenialSpike", "GatewayWebhookSignatureFailures", "GatewayUpstreamErrors",
                    "GatewayUpstreamTimeouts", "GatewayRateLimitDegraded", "GatewayPolicyReloadFailed",
-                   "GatewayAuditFailures"):
+                   "GatewayAuditFailures", "GatewayAuditTampered", "GatewayNotReady",
+                   "GatewayUpstreamProbeFailing"):
         assert needed in seen
 
 

@@ -64,9 +64,10 @@ def test_allowed_get_shows_the_injected_org(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_allowed_post_shows_the_body_after_injection(capsys: pytest.CaptureFixture[str]) -> None:
-    code, ex, _ = run(capsys, "POST", "/v1/agents", "--claims", claims(), "--body", '{"name":"x"}')
+    code, ex, _ = run(capsys, "POST", "/v1/agents", "--claims", claims(), "--body",
+                      '{"name":"x","model":"gpt-4o-mini"}')
     assert code == 0
-    assert ex["upstream"]["json"] == {"name": "x", "orgId": "org-a"}
+    assert ex["upstream"]["json"] == {"name": "x", "model": "gpt-4o-mini", "orgId": "org-a"}
 
 
 @pytest.mark.parametrize(("argv", "status", "reason", "denied_by"), [

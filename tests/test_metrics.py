@@ -277,8 +277,33 @@ def test_admin_listener_serves_metrics_and_nothing_else(mp_dir: Path) -> None:
                 b'route="echo.get",status_class="2xx"} 1.0')
         assert line in body
         assert _get(f"http://127.0.0.1:{port}/metrics?name[]=gateway_requests_total")[0] == 200
-        for path in ("/", "/metrics/", "/admin", "/favicon.ico", "/healthz"):
+        for path in ("/", "/metrics/", "/admin", "/favicon.ico", "/health"):
             assert _get(f"http://127.0.0.1:{port}{path}")[0] == 404, path
         assert _get(f"http://127.0.0.1:{port}/metrics", "POST")[0] == 405
     finally:
         stop()
+
+
+def test_batched_histograms_match_prometheus_client(single: None) -> None:
+    """The batching writes buckets through `_upper_bounds`, `_buckets` and `_sum` of a histogram
+    child (private in prometheus_client). The dependency is pinned; this fails on a release that
+    changes them: the batched exposition must equal what `Histogram.observe` itself produces."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    values = [0.0004, 0.001, 0.003, 0.02, 0.2, 3.0, 45.0, 0.0025]
+    m = Metrics(CollectorRegistry())
+    for v in values:
+        m._observe(m._child(m.upstream, "echo.get"), v)
+    m.flush()
+    reference = CollectorRegistry()
+    h = Histogram("gateway_upstream_duration_seconds", "Upstream time, by route id.", ["route"],
+                  buckets=metrics_mod.DURATION_BUCKETS, registry=reference)
+    for v in values:
+        h.labels("echo.get").observe(v)
+
+    def lines(reg: CollectorRegistry) -> list[str]:
+        return [x for x in generate_latest(reg).decode().splitlines()
+                if x.startswith("gateway_upstream_duration_seconds") and "_created" not in x]
+
+    assert lines(m.registry) == lines(reference)
+    assert len(lines(reference)) == len(metrics_mod.DURATION_BUCKETS) + 3  # +Inf, count, sum

@@ -67,8 +67,8 @@ def test_wrong_expectation_fails_with_a_clear_message(capsys: pytest.CaptureFixt
         f"    request: {{method: GET, url: '/v1/agents?orgId=org-b', claims: {ALICE}}}\n"
         "    expect: {status: 200, upstream: {query: orgId=org-b}}\n"
         "  - name: wrong injected body\n"
-        f"    request: {{method: POST, url: /v1/agents, claims: {ALICE}, json: {{name: x}}}}\n"
-        "    expect: {upstream: {json: {name: x}}, response_headers_absent: [Vary]}\n"
+        f"    request: {{method: POST, url: /v1/agents, claims: {ALICE}, json: {{name: x, model: m}}}}\n"
+        "    expect: {upstream: {json: {name: x, model: m}}, response_headers_absent: [Vary]}\n"
     )
     code, out = run(capsys, str(f))
     assert code == 1
@@ -77,7 +77,7 @@ def test_wrong_expectation_fails_with_a_clear_message(capsys: pytest.CaptureFixt
             in out)
     assert "expected the request to be forwarded, got 403 tenant.mismatch at tenant" in out
     assert (f"FAIL wrong injected body ({f}:8): expected upstream json "
-            '{"name": "x"}, got {"name": "x", "orgId": "org-a"}') in out
+            '{"name": "x", "model": "m"}, got {"name": "x", "model": "m", "orgId": "org-a"}') in out
     assert "expected response header Vary absent, it is present" in out
     assert out.rstrip().endswith("1 passed, 2 failed")
 

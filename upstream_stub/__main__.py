@@ -1,5 +1,6 @@
 """`python -m upstream_stub`: serve the upstream with uvicorn on UPSTREAM_HOST:UPSTREAM_PORT.
 
+`python -m upstream_stub openapi` prints the upstream's own OpenAPI document instead.
 `python -m upstream_stub migrate`: create or upgrade the PostgreSQL schema and its row-level security
 (with UPSTREAM_DATABASE_OWNER_URL); exit 0 done, 1 database error (rolled back), 2 refused.
 """
@@ -18,6 +19,10 @@ from upstream_stub.settings import UpstreamSettings
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["openapi"]:
+        from upstream_stub.openapi import main as openapi_main
+
+        return openapi_main(sys.argv[2:])
     if sys.argv[1:2] == ["migrate"]:
         from upstream_stub.migrations import main as migrate_main
 

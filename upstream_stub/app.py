@@ -5,6 +5,8 @@ the job worker and, on shutdown, lets running jobs finish or releases them.
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,8 +35,23 @@ class StartupError(RuntimeError):
     """The configuration is unsafe or unusable; the message names every variable at fault."""
 
 
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def continue_trace(scope: Scope) -> tuple[str, str, str | None]:
+    """W3C trace context: (trace id, our span id, parent span id). The gateway sends its own span
+    as the parent; a missing or malformed header starts a new trace."""
+    value = next((v for k, v in scope["headers"] if k == b"traceparent"), b"").decode("latin-1")
+    m = _TRACEPARENT.fullmatch(value.strip())
+    span = os.urandom(8).hex()
+    if m is None or m.group(1) == "0" * 32 or m.group(2) == "0" * 16:
+        return os.urandom(16).hex(), span, None
+    return m.group(1), span, m.group(2)
+
+
 class AccessLog:
-    """Pure ASGI access log: method, path (never the query: OAuth codes travel there), status, time."""
+    """Pure ASGI access log: method, path (never the query: OAuth codes travel there), status, time,
+    and the trace it continues (trace id, its own span, the parent span)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -45,6 +62,8 @@ class AccessLog:
             return
         started, status = time.perf_counter(), 500
         rid = errors.request_id_of(scope)
+        trace_id, span_id, parent_id = continue_trace(scope)
+        scope.setdefault("state", {})["trace"] = (trace_id, span_id, parent_id)
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -55,8 +74,8 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            access_log.info("%s %s %d %.1fms rid=%s", scope["method"], scope["path"], status,
-                            (time.perf_counter() - started) * 1000, rid)
+            access_log.info("%s %s %d %.1fms rid=%s trace=%s span=%s parent=%s", scope["method"], scope["path"],
+                            status, (time.perf_counter() - started) * 1000, rid, trace_id, span_id, parent_id or "-")
 
 
 async def healthz(request: Request) -> JSONResponse:

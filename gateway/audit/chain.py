@@ -148,7 +148,17 @@ class StreamSink:
             line, mac = encode_line(record, head.seq + 1, head.prev, self._keys)
             out.append(line)
             head = ChainHead(head.seq + 1, mac)
-        self._stream.write(b"".join(out))
+        from gateway.accesslog import write_lines
+
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):  # not a real file (tests: BytesIO)
+            fd = None
+        if fd is None:
+            self._stream.write(b"".join(out))
+        else:
+            self._stream.flush()
+            write_lines(fd, out)  # whole lines, never interleaved with another worker's
         self._stream.flush()
         self._head = head
 

@@ -89,8 +89,14 @@ def _part(gw: Gateway, label: str, scope: Scope, ctx: RequestContext) -> tuple[b
         role = claim_at(claims, jwt_policy.role_claim if jwt_policy else "org_role")
         return False, f"role {role!r} is one of {sorted(route.roles or [])}" + (
             f"; scopes {sorted(route.scopes)} present" if route.scopes else "")
+    if label == "address limits":
+        if route.rate_limit is not None and route.rate_limit.by_address:
+            return False, f"within limit {route.rate_limit.name!r} per address (in-memory counters)"
+        return True, "no per-address limit" + ("; no webhook failure block" if route.auth == "webhook" else "")
     if label == "rate limit":
         if route.rate_limit is None:
             return True, "no rate limit"
+        if route.rate_limit.by_address:
+            return True, "per-address limit already applied (address limits)"
         return False, f"within limit {route.rate_limit.name!r} (in-memory counters)"
     return False, ""

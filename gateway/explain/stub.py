@@ -21,9 +21,11 @@ from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 _LABELS = {
     "RequestIdStage": "request id", "ClientAddressStage": "client address", "HygieneStage": "hygiene",
     "RoutingStage": "route match", "AuditGuardStage": "audit guard", "CorsStage": "cors",
-    "BodyLimitStage": "size caps", "AuthStage": "authentication", "WebhookStage": "webhook",
+    "AddressLimitStage": "address limits", "BodyLimitStage": "size caps", "AuthStage": "authentication",
+    "WebhookStage": "webhook",
     "TenantStage": "tenant", "AuthzStage": "authorization", "RateLimitStage": "rate limit",
-    "StubUpstream": "forward",
+    "StubUpstream": "forward", "DocsStage": "docs", "DeprecationStage": "deprecation",
+    "BodyValidationStage": "body validation",
 }
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 

@@ -2,32 +2,42 @@
 
 Every route states its authentication (`jwt`, `none` or `webhook`); this stage handles `jwt` and
 steps aside otherwise. The token is taken from the Authorization header only (never a query
-parameter or cookie, which end up in logs and referrers). Brute force: failures are counted per
-client address and, over the policy threshold, the address is refused before any token parsing.
+parameter or cookie, which end up in logs and referrers).
+
+Brute force (threat: token guessing from one address, without locking out the people who share
+it): only a *failed verification* counts against the address — never a request without a token.
+Over the threshold the address is blocked: its failing tokens get 429 `auth.too_many_failures`,
+its valid tokens are still verified and served, and while the block lasts at most
+`verifications_per_second` signature checks a second are spent on it (tokens already in the
+verified-token cache cost no signature check and are not charged).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import Any
 
 from gateway.auth import JwtVerifier
 from gateway.context import RequestContext
 from gateway.errors import Unauthorized
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header_all
+from gateway.ratelimit import BruteForceGuard
 
-FailureHook = Callable[[str], Awaitable[None]]
-BlockCheck = Callable[[str], Awaitable[None]]
+Event = Callable[[str, str], None]  # (scope, what): "block" | "refused" | "budget_refused"
+# Refusals that say nothing about a guessed credential: no token at all, or nothing to verify with.
+NOT_A_FAILURE = frozenset({"auth.missing_token", "auth.unavailable"})
 
 
 class AuthStage:
     """Verifies the bearer token of `auth: jwt` routes; sets `ctx.claims` and `ctx.token`."""
 
     def __init__(self, app: ASGIApp, verifier: Callable[[], JwtVerifier | None],
-                 blocked: BlockCheck | None = None, failed: FailureHook | None = None) -> None:
+                 guard: Callable[[], BruteForceGuard | None] | None = None,
+                 event: Event | None = None) -> None:
         self.app = app
         self.verifier = verifier
-        self.blocked = blocked
-        self.failed = failed
+        self.guard = guard or (lambda: None)
+        self.event = event or (lambda scope, what: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope["gateway"]
@@ -35,19 +45,43 @@ class AuthStage:
         if route is None or route.auth != "jwt" or scope.get("gateway.preflight"):
             await self.app(scope, receive, send)
             return
-        if self.blocked is not None:
-            await self.blocked(ctx.client_ip)
+        values = header_all(scope, b"authorization")
+        if not values:  # no credential at all: 401, never counted against the address
+            raise Unauthorized("auth.missing_token", "a bearer token is required")
+        guard = self.guard()
+        blocked = await guard.blocked(ctx.client_ip) if guard is not None else None
+        verifier = self.verifier()
+        if verifier is None:
+            raise Unauthorized("auth.unavailable", "no key material to verify tokens")
         try:
-            ctx.token = _bearer(header_all(scope, b"authorization"))
-            verifier = self.verifier()
-            if verifier is None:
-                raise Unauthorized("auth.unavailable", "no key material to verify tokens")
+            ctx.token = _bearer(values)
+            if blocked is not None and guard is not None and not _cached(verifier, ctx.token) \
+                    and not guard.take_verification(ctx.client_ip):
+                self.event("auth", "budget_refused")
+                raise guard.refusal(1, "too many verifications from this blocked address; retry in a second")
             ctx.claims = verifier.verify(ctx.token)
-        except Unauthorized:
-            if self.failed is not None:
-                await self.failed(ctx.client_ip)
+        except Unauthorized as err:
+            if guard is not None and err.reason not in NOT_A_FAILURE:
+                started = await guard.record_failure(ctx.client_ip)
+                if blocked is None and started is not None:
+                    self.event("auth", "block")  # this failure started it: still answered 401
+                elif blocked is not None or guard.known_block(ctx.client_ip) is not None:
+                    self.event("auth", "refused")
+                    left = guard.known_block(ctx.client_ip) or blocked or 1
+                    raise guard.refusal(left) from None
             raise
+        if blocked is not None and guard is not None:
+            guard.refund(ctx.client_ip)
         await self.app(scope, receive, send)
+
+
+def _cached(verifier: JwtVerifier, token: str) -> bool:
+    # A token in the verified-token cache is checked without a signature computation.
+    cache: Any = getattr(verifier, "_cache", None)
+    try:
+        return cache is not None and token in cache
+    except TypeError:
+        return False
 
 
 def _bearer(values: list[bytes]) -> str:

@@ -1,5 +1,8 @@
 """Rate limiting, after authentication so keys can use `sub` and org as well as the client address.
 
+Limits keyed by the client address alone were already applied by the address-limit stage, before
+the body was read and before the token was verified; this stage steps aside for them.
+
 Storage is shared by all replicas through Redis when `GATEWAY_REDIS_URL` is set; what happens when
 Redis fails is the policy's `on_storage_error` (see `gateway.ratelimit`).
 """
@@ -29,7 +32,7 @@ class RateLimitStage:
         ctx: RequestContext = scope["gateway"]
         route = ctx.route
         compiled = route.rate_limit if route is not None else None
-        if compiled is None or route is None or scope.get("gateway.preflight"):
+        if compiled is None or route is None or compiled.by_address or scope.get("gateway.preflight"):
             await self.app(scope, receive, send)
             return
         sub, org = claim_values(ctx.claims, self.org_claim) if ctx.claims else (None, None)

@@ -11,6 +11,7 @@ from gateway.context import RequestContext
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header
 from gateway.pipeline.bodylimit import read_body
 from gateway.tenant import TenantBinder, org_from_claims
+from gateway.tenant.body import load_object
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -38,7 +39,11 @@ class TenantStage:
             rewritten = rewritten or changed
         if binder.needs_body and scope["method"] in BODY_METHODS:
             body = await read_body(scope, receive)
-            new_body, changed = binder.bind_body(body, header(scope, b"content-type"), org)
+            content_type = header(scope, b"content-type")
+            # Parsed once: the body stage after us validates this same object, not a re-reading.
+            root = ctx.body_json if ctx.body_json is not None else load_object(body, content_type, binder.route_id)
+            ctx.body_json = root
+            new_body, changed = binder.bind_body(body, content_type, org, root)
             if new_body is not None:
                 ctx.body = new_body
                 ctx.body_replaced = True

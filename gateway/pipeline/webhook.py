@@ -19,9 +19,14 @@ from gateway.context import RequestContext
 from gateway.errors import Conflict, GatewayError
 from gateway.pipeline.base import ASGIApp, Message, Receive, Scope, Send
 from gateway.pipeline.bodylimit import read_body
+from gateway.ratelimit import BruteForceGuard
 from gateway.webhooks import CompiledWebhook, DedupeStore, dedupe_key
 
 log = logging.getLogger("gateway.webhook")
+# Schemes whose verification computes an HMAC over the request (counted: the CPU a forger buys).
+HMAC_SCHEMES = frozenset({"hmac", "standard_webhooks", "kommo_revoked"})
+# A forged or replayed delivery; a refused source address is not a verification and never counts.
+COUNTED_FAILURES = frozenset({"bad_signature", "stale"})
 Outcome = Callable[[str, str], None]
 
 
@@ -29,11 +34,19 @@ class WebhookStage:
     """Verifies `auth: webhook` routes and guards the upstream against replays."""
 
     def __init__(self, app: ASGIApp, store: Callable[[], DedupeStore], outcome: Outcome | None = None,
-                 store_error: Callable[[str], None] | None = None) -> None:
+                 store_error: Callable[[str], None] | None = None,
+                 guard: Callable[[], BruteForceGuard | None] | None = None,
+                 event: Callable[[str, str], None] | None = None,
+                 hmac_computed: Callable[[str], None] | None = None) -> None:
         self.app = app
         self.store = store
         self.outcome = outcome or (lambda route, what: None)
         self.store_error = store_error or (lambda component: None)
+        # Failed verifications per source address feed the `webhook` brute-force guard; its block
+        # is enforced before the body is read (the address-limit stage, ahead of this one).
+        self.guard = guard or (lambda: None)
+        self.event = event or (lambda scope, what: None)
+        self.hmac_computed = hmac_computed or (lambda route: None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope["gateway"]
@@ -45,6 +58,8 @@ class WebhookStage:
         try:
             wh.check_source(ctx.client_ip)
             body = await read_body(scope, receive)
+            if wh.verifier.scheme in HMAC_SCHEMES:
+                self.hmac_computed(route.id)
             delivery_id = wh.verifier.verify(path_params=ctx.path_params, headers=scope["headers"],
                                              query=scope["query_string"].decode("latin-1"), body=body,
                                              now=time.time())
@@ -52,6 +67,10 @@ class WebhookStage:
             what = err.reason.removeprefix("webhook.")
             if what in ("bad_signature", "stale", "source_denied"):
                 self.outcome(route.id, what)
+            if what in COUNTED_FAILURES:
+                guard = self.guard()
+                if guard is not None and await guard.record_failure(ctx.client_ip) is not None:
+                    self.event("webhook", "block")
             raise
         if wh.dedupe is None:
             await self._forward(scope, receive, send, route.id)

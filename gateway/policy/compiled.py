@@ -31,6 +31,8 @@ class CompiledRoute:
     cors: Any = None  # gateway.cors.CorsMatcher
     webhook: Any = None  # compiled webhook verifier + its config
     mutating: bool = False
+    body_rules: Any = None  # {METHOD: gateway.openapi.BodyRule}: JSON body checks from the document
+    deprecation: Any = None  # gateway.openapi.deprecation.Deprecation
     source: str = ""  # "file:line", for `gateway routes` and explain
 
     def describe(self) -> dict[str, Any]:

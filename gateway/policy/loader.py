@@ -22,10 +22,14 @@ from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml
 class LoadContext:
     """What section compilers may need: environment, production flag, merged sections."""
 
-    def __init__(self, env: Mapping[str, str], production: bool, sections: dict[str, Any]) -> None:
+    def __init__(self, env: Mapping[str, str], production: bool, sections: dict[str, Any],
+                 policy_dir: Path | None = None) -> None:
         self.env = env
         self.production = production
         self.sections = sections
+        self.policy_dir = policy_dir
+        # Files read by a compiler besides the policy files (e.g. openapi.yaml): part of the digest.
+        self.digest_files: list[tuple[str, str]] = []
         # Objects shared by all routes (e.g. the global CORS policy), built by a compiler once.
         self.shared: dict[str, Any] = {}
 
@@ -36,6 +40,12 @@ PartCompiler = Callable[[Any, RouteSpec, LoadContext], Any]
 SectionCompiler = Callable[[Any, LoadContext], Any]
 ROUTE_PARTS: dict[str, PartCompiler] = {}
 SECTIONS: dict[str, SectionCompiler] = {}
+# Checks of the whole compiled route table (e.g. route table against the OpenAPI document); each
+# returns located error messages.
+PolicyCheck = Callable[[list[CompiledRoute], LoadContext], list[str]]
+POLICY_CHECKS: list[PolicyCheck] = []
+# Reserved names in the policy directory that are not policy files (read by the `api` section).
+NOT_POLICY_FILES = frozenset({"openapi.yaml", "openapi.yml"})
 
 
 def pydantic_errors(src: SourceFile, base: Loc, exc: ValidationError) -> list[str]:
@@ -54,7 +64,8 @@ def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
     d = Path(policy_dir)
     if not d.is_dir():
         raise PolicyError([f"{d}: policy directory does not exist"])
-    files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    files = sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()
+                   and p.name not in NOT_POLICY_FILES)
     if not files:
         raise PolicyError([f"{d}: no *.yaml policy files"])
     out = []
@@ -113,7 +124,7 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
                 errors.extend(pydantic_errors(src, ("routes", i), exc))
                 invalid.append((src, i, raw))
 
-    ctx = LoadContext(env, production, sections)
+    ctx = LoadContext(env, production, sections, Path(policy_dir))
     upstream = sections.get("upstream") or UpstreamSpec()
     defaults: Defaults = sections.get("defaults") or Defaults()
     limits: Limits = sections.get("limits") or Limits()
@@ -153,13 +164,16 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
                               f"({a.template.text}, {a.source}) can both match {sorted(common)} requests")
     if not compiled and not errors:
         errors.append(f"{policy_dir}: no routes declared (every request would be refused)")
+    if not errors:
+        for check in POLICY_CHECKS:
+            errors.extend(check(compiled, ctx))
     if errors:
         raise PolicyError(errors)
     table = RouteTable([(r.template, r.methods, r) for r in compiled])
     return CompiledPolicy(
         upstream=upstream, limits=limits, routes=compiled, table=table,
         trusted_proxies=list(sections.get("trusted_proxies") or []),
-        digest=digest_of([(Path(s.path).name, t) for s, t in sources]),
+        digest=digest_of([(Path(s.path).name, t) for s, t in sources] + ctx.digest_files),
         sections={**sections, **{f"compiled.{k}": v for k, v in ctx.shared.items()}},
     )
 
@@ -256,4 +270,5 @@ ROUTE_FIXUPS: list[RouteFixup] = []
 
 # Feature compilers register themselves in ROUTE_PARTS / SECTIONS; importing them here keeps the
 # loader usable on its own while making sure every policy load knows every feature.
+import gateway.openapi.policy  # noqa: E402,F401
 import gateway.policy.parts  # noqa: E402,F401

@@ -7,6 +7,7 @@ would leave a reviewer guessing which one wins, so it is a load error).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -70,6 +71,41 @@ class AuditSpec(Strict):
     backups: int = Field(default=10, ge=1, le=1000)
 
 
+class ApiSpec(Strict):
+    """`api:` — the API contract at the edge: the OpenAPI document (`openapi.yaml` in the policy
+    directory, reserved name), what of it the gateway serves, and body validation by default."""
+
+    document: bool = True
+    serve_document: bool = True   # GET /v1/openapi.json
+    serve_docs: bool = True       # GET /v1/docs (rendered page) and /v1/docs/errors (reason catalogue)
+    # Validate JSON bodies against the operation's schema (`validate:` in YAML); routes may opt out.
+    validate_bodies: bool = Field(default=True, alias="validate")
+
+
+class DeprecationSpec(Strict):
+    """`deprecated:` on a route: Deprecation/Sunset/Link headers, then 410 route.sunset after `sunset`."""
+
+    since: date
+    sunset: date | None = None
+    link: str | None = None        # documentation of the deprecation (Link rel="deprecation")
+    successor: str | None = None   # the replacement (Link rel="successor-version")
+
+    @field_validator("link", "successor")
+    @classmethod
+    def _uri(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("https://") or v.startswith("http://") or v.startswith("/")):
+            raise ValueError(f"must be an absolute http(s) URL or a path, got {v!r}")
+        if v is not None and any(c in v for c in '<>" \r\n,;'):
+            raise ValueError("must not contain spaces, quotes, angle brackets, commas or semicolons")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> DeprecationSpec:
+        if self.sunset is not None and self.sunset < self.since:
+            raise ValueError(f"sunset {self.sunset} is before since {self.since}")
+        return self
+
+
 class RouteSpec(Strict):
     """One public route. `auth` must be written on every route: there is no implicit public route."""
 
@@ -88,6 +124,8 @@ class RouteSpec(Strict):
     timeouts: Timeouts | None = None
     forward_token: bool = False
     description: str | None = None
+    validate_body: bool | None = Field(default=None, alias="validate")  # None: the `api.validate` default
+    deprecated: DeprecationSpec | None = None
 
     @field_validator("methods")
     @classmethod
@@ -129,4 +167,5 @@ class PolicyFile(Strict):
     cors: Any = None
     rate_limits: Any = None
     audit: AuditSpec | None = None
+    api: ApiSpec | None = None
     routes: list[RouteSpec] | None = None

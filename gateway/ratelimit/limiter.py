@@ -24,6 +24,7 @@ from limits.aio.storage import MemoryStorage
 from gateway.errors import TooManyRequests
 from gateway.ratelimit.backend import OPEN, Backend, Store, resp_client_from_url, storage_from_url
 from gateway.ratelimit.bruteforce import BruteForceGuard
+from gateway.ratelimit.memory import BoundedMap, BoundedMemoryStorage
 from gateway.ratelimit.policy import CompiledRateLimit, RateLimitPolicy, RateLimitSettings, compile_policy
 from gateway.ratelimit.resp import RespError
 
@@ -97,8 +98,30 @@ class RateLimiter:
     def __init__(self, settings: RateLimitSettings, backend: Backend) -> None:
         self.settings = settings
         self.backend = backend
-        self.brute_force = BruteForceGuard(backend, settings.brute_force, settings.replicas)
+        #: `hook(store, n)`: n per-key entries evicted from an in-process table (drive a counter).
+        self.on_evict: Callable[[str, int], None] | None = None
+        max_keys = settings.max_tracked_keys
+        _bound_memory(backend, max_keys, self._evicted)
+        self.brute_force = BruteForceGuard(backend, settings.brute_force, settings.replicas,
+                                           max_keys=max_keys, on_evict=self._evicted)
+        self.webhook_brute_force = BruteForceGuard(
+            backend, settings.webhook_brute_force, settings.replicas, scope="webhook",
+            max_keys=max_keys, on_evict=self._evicted)
+        # Last shared (Redis) count seen per limit key: (remaining, wall-clock reset). While Redis
+        # is unreachable, a key's local allowance starts from its share of what was left, so a
+        # stalled Redis never hands out a fresh allowance to a client that had spent its own.
+        # Keyed by (identifiers, item index): no key formatting on the request path.
+        self._known: BoundedMap[tuple[tuple[str, ...], int], tuple[int, float]] = BoundedMap(
+            max_keys, lambda n: self._evicted("known", n))
+        self._seeded: BoundedMap[tuple[tuple[str, ...], int], int] = BoundedMap(
+            max_keys, lambda n: self._evicted("seeded", n))
+        self._episode = 0
+        self._in_fallback = False
         self.default = self.compile(settings.default, "default") if settings.default else None
+
+    def _evicted(self, store: str, n: int) -> None:
+        if self.on_evict is not None:
+            self.on_evict(store, n)
 
     @classmethod
     def from_settings(
@@ -109,7 +132,8 @@ class RateLimiter:
         on_state_change: Callable[[bool], None] | None = None,
     ) -> RateLimiter:
         """Memory storage when `storage_url` is None, else Redis/Sentinel/Cluster via `limits`."""
-        storage = storage_from_url(storage_url, settings.storage_timeout)
+        storage = (BoundedMemoryStorage(settings.max_tracked_keys) if storage_url is None
+                   else storage_from_url(storage_url, settings.storage_timeout))
         backend = Backend(
             storage,
             on_storage_error=settings.on_storage_error,
@@ -154,6 +178,8 @@ class RateLimiter:
         async def op(store: Store) -> Decision:
             strategy = store.strategies[policy.strategy]
             items = policy.local_items if store.local else policy.items
+            if store.local and not self.backend.in_process:
+                await self._seed_local(store, policy, ids)
             worst: tuple[Any, ...] = ()
             batched = await _fixed_window_batch(store, items, ids) if fixed else None
             for idx, item in enumerate(items):
@@ -171,6 +197,8 @@ class RateLimiter:
                 else:
                     ok = await strategy.hit(item, *ids)
                     reset, remaining = await strategy.get_window_stats(item, *ids)
+                if not store.local and not self.backend.in_process:
+                    self._known.set((ids, idx), (remaining, reset))
                 t = max(0, math.ceil(reset - time.time()))
                 rank = (0, -remaining, t, idx, remaining) if ok else (1, t, 0, idx, 0)
                 worst = max(worst, rank) if worst else rank
@@ -189,10 +217,50 @@ class RateLimiter:
             return Decision(allowed=not denied, headers=headers, retry_after=retry, local=store.local)
 
         result = await self.backend.run(op, never_closed=not policy.enforce)
-        return Decision(allowed=True) if result is OPEN else result
+        if result is OPEN:
+            return Decision(allowed=True)
+        self._in_fallback = result.local
+        return result
+
+    async def _seed_local(self, store: Store, policy: CompiledRateLimit, ids: tuple[str, ...]) -> None:
+        """First local decision for a key in this outage: spend what Redis said was already spent.
+
+        Each replica takes `remaining // replicas` of what it last saw left, so the replicas
+        together hand out at most what was left when Redis stopped answering.
+        """
+        if not self._in_fallback:
+            self._in_fallback = True
+            self._episode += 1
+        strategy = store.strategies[policy.strategy]
+        now = time.time()
+        for idx, local in enumerate(policy.local_items):
+            key = (ids, idx)
+            if self._seeded.get(key) == self._episode:
+                continue
+            self._seeded.set(key, self._episode)
+            known = self._known.get(key)
+            if known is None or known[1] <= now:
+                continue
+            spent = local.amount - min(local.amount, known[0] // self.settings.replicas)
+            if spent > 0:
+                await strategy.hit(local, *ids, cost=spent)
 
     async def aclose(self) -> None:
         await self.backend.aclose()
+
+
+def _bound_memory(backend: Backend, max_keys: int, hook: Callable[[str, int], None]) -> None:
+    """Cap the in-process stores: the only store without Redis, and the per-replica fallback."""
+    shared = backend.shared.storage
+    if isinstance(shared, BoundedMemoryStorage):
+        shared.max_keys = max_keys
+        shared.on_evict = lambda n: hook("memory", n)
+    if not isinstance(backend.local.storage, BoundedMemoryStorage):
+        backend.local = Store(BoundedMemoryStorage(max_keys), local=True)
+    local = backend.local.storage
+    if isinstance(local, BoundedMemoryStorage):
+        local.max_keys = max_keys
+        local.on_evict = lambda n: hook("fallback", n)
 
 
 async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]] | None:
@@ -208,7 +276,10 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
     if isinstance(storage, MemoryStorage):
         # Keeps expired counters from piling up (SweepingMemoryStorage runs it every few seconds).
         await storage._MemoryStorage__schedule_expiry()  # type: ignore[attr-defined]
-        return _fixed_window_memory(storage, items, ids)
+        out = _fixed_window_memory(storage, items, ids)
+        if isinstance(storage, BoundedMemoryStorage):
+            storage.make_room()
+        return out
     if store.local or type(storage).__name__ != "RedisStorage":
         return None
     bridge = storage.bridge  # type: ignore[attr-defined]
@@ -237,6 +308,9 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
 def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]]:
     now = time.time()
     counts, expirations = storage.storage, storage.expirations
+    # Bounded store: a counter in use moves to the young end, so a flood of new keys evicts idle
+    # counters first, not the busy one an attacker would like to see reset.
+    touch = getattr(expirations, "move_to_end", None)
     out = []
     for item in items:
         key = item.key_for(*ids)
@@ -244,6 +318,8 @@ def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...
         if expiry is None or expiry <= now:
             counts[key] = 0
             expiry = expirations[key] = now + item.get_expiry()
+        elif touch is not None:
+            touch(key)
         counts[key] += 1
         out.append((counts[key], math.ceil(expiry - now)))
     return out

@@ -69,13 +69,19 @@ class RateLimitPolicy(BaseModel):
 
 
 class BruteForcePolicy(BaseModel):
-    """Failed authentications per client IP: `max_failures` in `window` blocks for `cooldown_seconds`."""
+    """Failed verifications per client IP: `max_failures` in `window` block it for `cooldown_seconds`.
+
+    A block refuses further *failing* attempts; valid tokens from a blocked address are still
+    verified and served, at most `verifications_per_second` of them per address and replica (the
+    CPU an attacker behind that address can make us spend on signatures).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_failures: int = Field(default=30, ge=1)
     window: str = "1 minute"
     cooldown_seconds: int = Field(default=60, ge=1, le=86400)
+    verifications_per_second: int = Field(default=20, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _window(self) -> BruteForcePolicy:
@@ -103,6 +109,14 @@ class RateLimitSettings(BaseModel):
     # Replicas sharing one Redis; while Redis is down each replica allows limit/replicas.
     replicas: int = Field(default=1, ge=1, le=1000)
     brute_force: BruteForcePolicy = Field(default_factory=BruteForcePolicy)
+    # Failed webhook verifications (bad signature or token, stale timestamp) per source address:
+    # over the threshold the address is refused before its body is read or any HMAC computed.
+    webhook_brute_force: BruteForcePolicy = Field(
+        default_factory=lambda: BruteForcePolicy(max_failures=20, window="1 minute", cooldown_seconds=60))
+    # Upper bound of in-process per-key entries, per table (counters, moving windows, brute-force
+    # blocks, verification budgets, last-known Redis counts); least recently used go first,
+    # counted. About 200-250 bytes an entry (README, "Limits under abuse").
+    max_tracked_keys: int = Field(default=200_000, ge=100, le=50_000_000)
     # Upper bound of one storage round trip; a dead Redis must cost at most this, then we degrade.
     storage_timeout: float = Field(default=0.25, gt=0, le=5)
 
@@ -120,6 +134,9 @@ class CompiledRateLimit:
     item_names: tuple[bytes, ...]
     policy_header: bytes
     local_policy_header: bytes
+    # Keyed by the client address alone: applied before the body is read and before any token or
+    # signature work (the address is known then; `sub` and `org` are not).
+    by_address: bool = False
 
 
 def _sf_name(text: str) -> str:
@@ -153,4 +170,5 @@ def compile_policy(policy: RateLimitPolicy, name: str, replicas: int = 1) -> Com
         item_names=tuple(n.encode() for n in names),
         policy_header=header(items),
         local_policy_header=header(local),
+        by_address=policy.key_parts() == ("ip",),
     )

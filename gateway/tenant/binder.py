@@ -88,11 +88,16 @@ class TenantBinder:
             return query_string, False
         return self._query.bind(query_string, org)
 
-    def bind_body(self, body: bytes, content_type: bytes | None, org: str) -> tuple[bytes | None, bool]:
-        """(new body, or None to forward the original bytes untouched; whether a value was rewritten)."""
+    def bind_body(self, body: bytes, content_type: bytes | None, org: str,
+                  root: dict[str, Any] | None = None) -> tuple[bytes | None, bool]:
+        """(new body, or None to forward the original bytes untouched; whether a value was rewritten).
+
+        `root`, when given, is the body already parsed strictly (it is bound in place, so the
+        caller's parsed copy stays the one forwarded)."""
         if not self._body_paths:
             return None, False
-        root = load_object(body, content_type, self.route_id)
+        if root is None:
+            root = load_object(body, content_type, self.route_id)
         changed = rewritten = False
         for text, steps in zip(self._body_texts, self._body_paths, strict=True):
             c, r = self._bind(root, steps, 0, text, org)

@@ -106,6 +106,27 @@ def load_object(body: bytes, content_type: bytes | None, route_id: str | None) -
     _check_media_type(content_type, route_id)
     if not body:
         return {}
+    root = load_json(body, route_id)
+    if not isinstance(root, dict):
+        raise _ambiguous("the JSON body must be an object", route_id)
+    return root
+
+
+def is_json_media_type(content_type: bytes | None) -> bool:
+    """Whether the client labels the body JSON (`application/json` or `application/*+json`)."""
+    if content_type is None:
+        return False
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
+def check_json_media_type(content_type: bytes | None, route_id: str | None) -> None:
+    """415 unless the body is labelled JSON, charset utf-8 if any (one reading of the bytes)."""
+    _check_media_type(content_type, route_id)
+
+
+def load_json(body: bytes, route_id: str | None) -> Any:
+    """Parse a non-empty body strictly into any JSON value, or raise a typed refusal."""
     try:
         text = body.decode("utf-8")
         root = json.loads(text, object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
@@ -118,8 +139,6 @@ def load_object(body: bytes, content_type: bytes | None, route_id: str | None) -
     # Cheap bound first: depth can't exceed the number of opening brackets.
     if body.count(b"{") + body.count(b"[") > MAX_DEPTH and not _depth_ok(root):
         raise _bad_json(f"JSON nested deeper than {MAX_DEPTH} levels", route_id)
-    if not isinstance(root, dict):
-        raise _ambiguous("the JSON body must be an object", route_id)
     return root
 
 

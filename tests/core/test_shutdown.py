@@ -20,8 +20,9 @@ def test_sigterm_drains_then_finishes_in_flight_requests(core_policy: str, upstr
             g.signal(signal.SIGTERM)
             time.sleep(0.3)
             ready = httpx.get(f"{g.url}/readyz")  # during the drain delay: still serving, not ready
-            assert ready.status_code == 503
-            assert ready.json()["checks"]["draining"]["ok"] is False
+            assert ready.status_code == 503 and ready.json() == {"status": "not_ready"}
+            admin = httpx.get(f"http://127.0.0.1:{g.admin_port}/readyz")  # type: ignore[attr-defined]
+            assert admin.status_code == 503 and admin.json()["checks"]["draining"]["ok"] is False
             results = [f.result() for f in futures]
         for r in results:
             assert r.status_code == 200

@@ -20,9 +20,9 @@ def test_upstream_down_is_502(core_policy: str) -> None:
         body = r.json()
         assert body["reason"] == "upstream.unavailable"
         assert "127.0.0.1" not in r.text and "Traceback" not in r.text
-        ready = httpx.get(f"{g.url}/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["upstream"]["ok"] is False
+        # The upstream is shared by every replica: its outage does not make this one unready
+        # (tests/e2e/test_readiness_wire.py covers the admin detail).
+        assert httpx.get(f"{g.url}/readyz").status_code == 200
 
 
 def test_upstream_reset_is_502(core_policy: str) -> None:

@@ -3,8 +3,8 @@
 What a multi-replica deployment relies on (issue 4): a burst spread over the replicas lets
 through exactly the limit, no more; Redis dying mid-burst costs no 5xx in `local` mode and each
 replica keeps limiting with its share (limit / replicas); Redis coming back restores the shared
-budget by itself; `closed` and `open` do what they say; failed authentications from one address
-block it (even with a valid token); `enforce: false` never denies.
+budget by itself; `closed` and `open` do what they say; failed verifications from one address
+block its failing tokens on every replica (valid ones are still served); `enforce: false` never denies.
 
 Client addresses come from `X-Forwarded-For` (the policy trusts 127.0.0.1 as a proxy), so every
 test gets fresh `ip` keys; `sub`/`org` keys are fresh per test through unique subjects.
@@ -262,7 +262,7 @@ def test_shadow_mode_never_denies(client: httpx.Client, trio: list[Proc]) -> Non
     assert all("ratelimit" not in r.headers for _, r in results)
 
 
-def test_brute_force_blocks_the_address_even_with_a_valid_token(
+def test_brute_force_blocks_failing_tokens_but_serves_valid_ones_on_every_replica(
     client: httpx.Client, trio: list[Proc]
 ) -> None:
     attacker = fresh_ip()
@@ -272,15 +272,19 @@ def test_brute_force_blocks_the_address_even_with_a_valid_token(
     assert all(r.status_code == 401 and str(reason(r)).startswith("auth.") for r in fails), \
         [(r.status_code, reason(r)) for r in fails]
 
+    # the block is shared: a further failing token is refused on every replica
+    for gw in trio:
+        r = client.get(gw.url + "/v1/login", headers=bad)
+        assert (r.status_code, reason(r)) == (429, "auth.too_many_failures"), r.text
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+    # a valid token from the same (shared) address is still verified and served everywhere
     good = {"Authorization": f"Bearer {token()}", "X-Forwarded-For": attacker}
     for gw in trio:
         r = client.get(gw.url + "/v1/login", headers=good)
-        assert (r.status_code, reason(r)) == (429, "auth.too_many_failures"), r.text
-        assert 1 <= int(r.headers["retry-after"]) <= 60
-    # another address is not collateral damage
-    r = client.get(trio[0].url + "/v1/login",
-                   headers={"Authorization": good["Authorization"], "X-Forwarded-For": fresh_ip()})
-    assert r.status_code == 200
+        assert r.status_code == 200, r.text
+    # requests without any token never counted, and are answered 401 as usual
+    r = client.get(trio[0].url + "/v1/login", headers={"X-Forwarded-For": attacker})
+    assert (r.status_code, reason(r)) == (401, "auth.missing_token")
 
 
 # --- Redis trouble -------------------------------------------------------------------------------
@@ -382,3 +386,79 @@ def test_storage_error_policy_with_redis_down(
         assert seen == (0 if mode == "closed" else 11)
     finally:
         gw.stop()
+
+
+# --- a Redis that stalls (DEBUG SLEEP) under three replicas ---------------------------------------
+
+STALL_POLICY = """
+    upstream: {url: "${GATEWAY_UPSTREAM_URL}"}
+    trusted_proxies: ["127.0.0.1/32"]
+    auth:
+      jwt: {algorithms: [HS256]}
+    rate_limits:
+      on_storage_error: local
+      replicas: 3
+      brute_force: {max_failures: 10, window: "1 minute", cooldown_seconds: 60}
+    routes:
+      - id: stall.moving
+        path: /v1/stall/moving
+        methods: [GET]
+        auth: none
+        upstream_path: /stall
+        rate_limit: {limits: "10/minute", key: ip, strategy: moving-window}
+      - id: stall.sliding
+        path: /v1/stall/sliding
+        methods: [GET]
+        auth: none
+        upstream_path: /stall
+        rate_limit: {limits: "10/minute", key: ip, strategy: sliding-window-counter}
+      - id: login
+        path: /v1/login
+        methods: [GET]
+        auth: jwt
+        upstream_path: /login
+"""
+
+
+def test_stalled_redis_hands_out_no_fresh_allowance_on_three_replicas(
+    tmp_path: Path, client: httpx.Client, upstream: Proc
+) -> None:
+    from tests.support.stall import StallableRedis
+
+    redis = StallableRedis().start()
+    procs = start_many(REPLICAS, str(write_policy(tmp_path, gateway=STALL_POLICY)), upstream.url, redis.url)
+    try:
+        client_ip, attacker = fresh_ip(), fresh_ip()
+        for route in ("moving", "sliding"):
+            got = [client.get(procs[i % 3].url + f"/v1/stall/{route}", headers={"X-Forwarded-For": client_ip})
+                   for i in range(10)]
+            assert [r.status_code for r in got] == [200] * 10, route
+        bad = {"Authorization": "Bearer not.a.jwt", "X-Forwarded-For": attacker}
+        fails = [client.get(procs[i % 3].url + "/v1/login", headers=bad) for i in range(10)]
+        assert [r.status_code for r in fails] == [401] * 10
+        for gw in procs:  # the attacker goes on: every replica refuses, and knows the block
+            assert reason(client.get(gw.url + "/v1/login", headers=bad)) == "auth.too_many_failures"
+
+        sleeper = redis.stall(3)
+        jobs = [(f"/v1/stall/{route}", {"X-Forwarded-For": client_ip}) for route in ("moving", "sliding")
+                for _ in range(40)] + [("/v1/login", bad)] * 40
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            during = list(pool.map(lambda ij: client.get(procs[ij[0] % 3].url + ij[1][0], headers=ij[1][1]),
+                                   enumerate(jobs)))
+            valid = client.get(procs[0].url + "/v1/login",
+                               headers={"Authorization": f"Bearer {token()}", "X-Forwarded-For": attacker})
+        stalled_through = sleeper.is_alive()
+        outcome = Counter((path, r.status_code, reason(r)) for (path, _), r in zip(jobs, during, strict=True))
+        assert outcome == {
+            ("/v1/stall/moving", 429, "ratelimit.exceeded"): 40,
+            ("/v1/stall/sliding", 429, "ratelimit.exceeded"): 40,
+            ("/v1/login", 429, "auth.too_many_failures"): 40,
+        }, outcome
+        # a valid token from the blocked address is served even with Redis frozen
+        assert valid.status_code == 200, valid.text
+        assert stalled_through or sleeper.join(10) is None
+        sleeper.join(10)
+    finally:
+        for p in procs:
+            p.stop()
+        redis.cleanup()

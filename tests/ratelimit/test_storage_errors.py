@@ -60,11 +60,16 @@ async def test_local_fallback_divides_by_replicas_and_recovers(
 
     own_redis.kill()
     decisions = [await limiter.hit(route_id, compiled, ip="203.0.113.9") for _ in range(4)]
-    # ceil(6 / 3) = 2 per replica while Redis is away; no exception leaks
-    assert [d.allowed for d in decisions] == [True, True, False, False]
+    # 3 of 6 were spent when Redis went away: this replica's share of what was left is 3 // 3 = 1
+    # (never a fresh ceil(6 / 3) = 2); no exception leaks
+    assert [d.allowed for d in decisions] == [True, False, False, False]
     assert all(d.local for d in decisions)
     assert dict(decisions[0].headers)[b"ratelimit-policy"] == f'"{route_id}";q=2;w=60'.encode()
     assert limiter.degraded and states == [True]
+    # a key Redis never counted gets the full per-replica share, ceil(6 / 3) = 2
+    fresh = limiter.compile(policy, route_id + "-fresh")
+    got = [(await limiter.hit(route_id + "-fresh", fresh, ip="203.0.113.9")).allowed for _ in range(3)]
+    assert got == [True, True, False]
 
     own_redis.start()
     await asyncio.sleep(1.05)  # the probe runs at most once per second

@@ -1,0 +1,231 @@
+"""The API contract at the edge, over real sockets: real gateway, echo upstream that counts.
+
+Bodies the gateway has not understood never reach the upstream: duplicate keys (any route, any
+depth) are 400 request.ambiguous, schema failures 422 request.invalid_body with pointers; the
+docs endpoints serve the document (ETag, 304), the page (no other host) and the reason catalogue;
+deprecated routes carry Deprecation / Sunset / Link and answer 410 route.sunset after the sunset.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.auth import mint_dev_token
+from gateway.openapi.command import build
+from tests.support.gateway_proc import ROOT, TEST_JWT_SECRET, Proc, echo_upstream, gateway
+from upstream_stub.openapi import document as upstream_document
+
+A = {"Authorization": "Bearer " + mint_dev_token(TEST_JWT_SECRET, "alice", "org-a", role="admin")}
+JSON = {**A, "Content-Type": "application/json"}
+
+DEPRECATED = """
+    deprecated:
+      since: 2026-01-01
+      sunset: 2099-06-30
+      link: https://docs.example.com/deprecations/agents-read
+      successor: /v2/agents
+"""
+SUNSET = """
+    deprecated: {since: 2019-01-01, sunset: 2020-01-01}
+"""
+
+
+def make_policy(tmp: Path) -> Path:
+    d = tmp / "policies"
+    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    routes = (d / "routes.yaml").read_text()
+    routes = routes.replace("  - id: agents.read\n    path: /v1/agents/{agentId}\n    methods: [GET]\n",
+                            "  - id: agents.read\n    path: /v1/agents/{agentId}\n    methods: [GET]\n"
+                            + DEPRECATED.lstrip("\n"), 1)
+    routes = routes.replace("  - id: jobs.read\n    path: /v1/jobs/{jobId}\n    methods: [GET]\n",
+                            "  - id: jobs.read\n    path: /v1/jobs/{jobId}\n    methods: [GET]\n"
+                            + SUNSET.lstrip("\n"), 1)
+    routes = routes.replace("  - id: crm.connections.modify\n", "  - id: crm.connections.modify\n"
+                            "    validate: false\n", 1)
+    assert routes.count("deprecated:") == 2 and "validate: false" in routes
+    (d / "routes.yaml").write_text(routes)
+    text, problems = build(json.dumps(upstream_document()), d)
+    assert not problems
+    (d / "openapi.yaml").write_text(text)
+    return d
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
+    policy = make_policy(tmp_path_factory.mktemp("contract"))
+    with echo_upstream() as up, gateway(policy, up.url) as gw:
+        yield gw, up
+
+
+def seen(up: Proc, path: str) -> int:
+    return int(httpx.get(f"{up.url}/count").json()["seen"].get(path, 0))
+
+
+def send(gw: Proc, method: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.request(method, gw.url + path, content=body, headers=headers or JSON)
+
+
+AMBIGUOUS = [
+    ("top_level", "PATCH", "/v1/agents/ag1", b'{"name":"x","orgId":"org-b","orgId":"org-a"}'),
+    ("escaped_key", "PATCH", "/v1/agents/ag1", b'{"name":"x","org\\u0049d":"org-b","orgId":"org-a"}'),
+    ("nested", "POST", "/v1/agents", b'{"name":"x","model":"m","config":{"a":1,"a":2}}'),
+    ("in_array", "POST", "/v1/agents", b'{"name":"x","model":"m","config":{"l":[{"k":1,"k":2}]}}'),
+    ("validate_false_route", "PATCH", "/v1/crm/connections/c1", b'{"name":"x","name":"y"}'),
+    ("optional_body_route", "POST", "/v1/crm/connections/c1/sync", b'{"orgId":"org-a","orgId":"org-b"}'),
+]
+
+
+@pytest.mark.parametrize("case,method,path,body", AMBIGUOUS, ids=[c[0] for c in AMBIGUOUS])
+def test_duplicate_keys_are_refused_on_every_route(stack: tuple[Proc, Proc], case: str, method: str, path: str,
+                                                   body: bytes) -> None:
+    gw, up = stack
+    upstream_path = path[3:]
+    before = seen(up, upstream_path)
+    r = send(gw, method, path, body)
+    assert r.status_code == 400, r.text
+    assert r.json()["reason"] == "request.ambiguous"
+    assert r.headers["content-type"] == "application/problem+json"
+    assert seen(up, upstream_path) == before, "the upstream was contacted"
+
+
+INVALID = [
+    ("wrong_types", b'{"name":5,"model":"gpt-4o"}', {"/name"}),
+    ("missing_required", b'{"description":"x"}', {"/name", "/model"}),
+    ("unknown_property", b'{"name":"x","model":"gpt-4o","isAdmin":true}', {""}),
+    ("too_long", b'{"name":"' + b"n" * 101 + b'","model":"gpt-4o"}', {"/name"}),
+    ("pattern", b'{"name":"x","model":"!!bad model!!"}', {"/model"}),
+    ("not_an_object", b'["name","x"]', {""}),
+]
+
+
+@pytest.mark.parametrize("case,body,pointers", INVALID, ids=[c[0] for c in INVALID])
+def test_schema_failures_are_422_with_pointers_and_never_forwarded(stack: tuple[Proc, Proc], case: str,
+                                                                    body: bytes, pointers: set[str]) -> None:
+    gw, up = stack
+    before = seen(up, "/agents")
+    r = send(gw, "POST", "/v1/agents", body)
+    if case == "not_an_object":  # the tenant stage's strict reader refuses it first, also unforwarded
+        assert r.status_code == 400 and r.json()["reason"] == "request.ambiguous"
+    else:
+        assert r.status_code == 422, r.text
+        doc = r.json()
+        assert doc["reason"] == "request.invalid_body"
+        assert doc["type"] == "/v1/docs/errors#request.invalid_body"
+        assert {e["pointer"] for e in doc["errors"]} == pointers
+        assert all(e["detail"] for e in doc["errors"])
+        assert "!!bad model!!" not in r.text  # messages never echo values
+    assert seen(up, "/agents") == before
+
+
+def test_at_most_ten_field_errors(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    body = json.dumps({f"extra{i}": i for i in range(30)} | {"name": 1, "model": 2, "description": 3}).encode()
+    r = send(gw, "POST", "/v1/agents", body)
+    assert r.status_code == 422
+    assert 1 <= len(r.json()["errors"]) <= 10
+
+
+def test_required_body_missing_is_422(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    before = seen(up, "/agents/ag1")
+    r = httpx.patch(gw.url + "/v1/agents/ag1", headers=A)
+    assert r.status_code == 422 and r.json()["errors"][0]["detail"] == "a JSON body is required"
+    assert seen(up, "/agents/ag1") == before
+
+
+def test_non_json_media_type_cannot_dodge_validation(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    before = seen(up, "/agents/ag1")
+    r = send(gw, "PATCH", "/v1/agents/ag1", b'{"name":5}', {**A, "Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["reason"] == "request.unsupported_media_type"
+    assert seen(up, "/agents/ag1") == before
+
+
+def test_valid_bodies_pass_and_validate_false_opts_out(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    before = seen(up, "/agents")
+    r = send(gw, "POST", "/v1/agents", b'{"name":"Support bot","model":"gpt-4o-mini","config":{"t":0.2}}')
+    assert r.status_code == 200, r.text  # the echo upstream answers 200
+    assert seen(up, "/agents") == before + 1
+    # validate: false on crm.connections.modify: a schema-invalid body is forwarded (the upstream decides)
+    before = seen(up, "/crm/connections/c1")
+    r = send(gw, "PATCH", "/v1/crm/connections/c1", b'{"name":5}')
+    assert r.status_code == 200
+    assert seen(up, "/crm/connections/c1") == before + 1
+    # an optional body may be absent
+    r = httpx.post(gw.url + "/v1/crm/connections/c1/sync", headers=A)
+    assert r.status_code == 200
+
+
+def test_openapi_json_is_public_cacheable_with_etag(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    r = httpx.get(gw.url + "/v1/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert "public" in r.headers["cache-control"]
+    etag = r.headers["etag"]
+    doc = r.json()
+    assert doc["openapi"].startswith("3.1")
+    assert doc["paths"]["/v1/agents/{agentId}"]["get"]["deprecated"] is True
+    r2 = httpx.get(gw.url + "/v1/openapi.json", headers={"If-None-Match": etag})
+    assert r2.status_code == 304 and r2.content == b""
+    r3 = httpx.get(gw.url + "/v1/openapi.json", headers={"If-None-Match": '"other"'})
+    assert r3.status_code == 200
+    assert httpx.head(gw.url + "/v1/openapi.json").status_code == 200
+    r4 = httpx.post(gw.url + "/v1/openapi.json", content=b"{}")
+    assert r4.status_code == 405 and r4.headers["allow"] == "GET, HEAD"
+
+
+def test_docs_page_loads_nothing_from_another_host(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    r = httpx.get(gw.url + "/v1/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    csp = r.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp
+    refs = re.findall(r'(?:src|href)="([^"]+)"', r.text)
+    assert refs and all(ref.startswith("/v1/") for ref in refs), refs
+    for ref in refs:
+        a = httpx.get(gw.url + ref)
+        assert a.status_code == 200 and a.content, ref
+    assert httpx.get(gw.url + "/v1/docs/assets/%2e%2e%2fagents").status_code in (400, 404)
+    assert httpx.get(gw.url + "/v1/docs/assets/nope.js").status_code == 404
+
+
+def test_problem_type_resolves_to_the_reason_catalogue(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    r = httpx.get(gw.url + "/v1/agents")
+    assert r.status_code == 401
+    ptype = r.json()["type"]
+    assert ptype == "/v1/docs/errors#auth.missing_token"
+    page = httpx.get(gw.url + ptype.split("#")[0])
+    assert page.status_code == 200
+    assert 'id="auth.missing_token"' in page.text and 'id="request.invalid_body"' in page.text
+
+
+def test_deprecated_route_announces_itself_even_when_refused(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    for headers in (A, {}):
+        r = httpx.get(gw.url + "/v1/agents/ag1", headers=headers)
+        assert r.status_code == (200 if headers else 401)
+        assert r.headers["deprecation"] == "@1767225600"
+        assert r.headers["sunset"] == "Tue, 30 Jun 2099 00:00:00 GMT"
+        link = r.headers["link"]
+        assert '<https://docs.example.com/deprecations/agents-read>; rel="deprecation"' in link
+        assert '</v2/agents>; rel="successor-version"' in link
+    assert "deprecation" not in httpx.get(gw.url + "/v1/agents", headers=A).headers
+
+
+def test_route_after_sunset_is_gone(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    before = seen(up, "/jobs/j1")
+    r = httpx.get(gw.url + "/v1/jobs/j1", headers=A)
+    assert r.status_code == 410
+    assert r.json()["reason"] == "route.sunset"
+    assert r.headers["sunset"] == "Wed, 01 Jan 2020 00:00:00 GMT"
+    assert seen(up, "/jobs/j1") == before

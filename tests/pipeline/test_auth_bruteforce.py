@@ -1,0 +1,90 @@
+"""AuthStage and the brute-force guard: what counts, what a block refuses, what it still serves."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.app import Gateway
+from tests.pipeline.abuse_harness import forged, fresh_ip, make_gateway, request, token
+
+POLICY = """
+    upstream: {url: "${GATEWAY_UPSTREAM_URL}"}
+    auth:
+      jwt: {algorithms: [HS256]}
+    rate_limits:
+      brute_force: {max_failures: 5, window: "1 minute", cooldown_seconds: 60, verifications_per_second: 3}
+    routes:
+      - id: agents
+        path: /v1/agents
+        methods: [GET]
+        auth: jwt
+        upstream_path: /agents
+"""
+
+
+@pytest.fixture
+async def gw() -> Gateway:
+    return make_gateway(POLICY)
+
+
+def bearer(t: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {t}"}
+
+
+async def test_requests_without_a_token_are_never_counted(gw: Gateway) -> None:
+    ip = fresh_ip()
+    for _ in range(40):
+        r = await request(gw, "GET", "/v1/agents", ip=ip)
+        assert (r.status, r.reason) == (401, "auth.missing_token")
+    assert await gw.limiter.brute_force.blocked(ip) is None  # type: ignore[union-attr]
+    assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(token()))).status == 200
+
+
+@pytest.mark.parametrize("kind", ["bad_signature", "alg_none", "expired", "wrong_aud", "malformed"])
+async def test_each_failed_verification_counts(gw: Gateway, kind: str) -> None:
+    ip = fresh_ip()
+    got = [await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged(kind))) for _ in range(6)]
+    assert [r.status for r in got] == [401] * 5 + [429], [(r.status, r.reason) for r in got]
+    assert got[5].reason == "auth.too_many_failures" and 1 <= int(got[5].headers["retry-after"]) <= 60
+
+
+async def test_wrong_scheme_counts_as_malformed(gw: Gateway) -> None:
+    ip = fresh_ip()
+    got = [await request(gw, "GET", "/v1/agents", ip=ip, headers={"Authorization": "Basic Zm9vOmJhcg=="})
+           for _ in range(6)]
+    assert [(r.status, r.reason) for r in got][-1] == (429, "auth.too_many_failures")
+
+
+async def test_blocked_address_keeps_valid_tokens_and_spends_a_bounded_budget(gw: Gateway) -> None:
+    ip = fresh_ip()
+    for _ in range(5):
+        await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("bad_signature")))
+    abuse = gw.metrics.abuse
+    budget_before = abuse.budget._value.get()
+    # a valid token from the blocked address: verified and served (and its check given back)
+    good = token()
+    assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(good))).status == 200
+    # failing tokens: 3 checks a second at most, then refused without a signature check
+    got = [await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("bad_signature")))
+           for _ in range(10)]
+    assert {(r.status, r.reason) for r in got} == {(429, "auth.too_many_failures")}
+    refused_unverified = abuse.budget._value.get() - budget_before
+    assert 10 - 3 - 1 <= refused_unverified <= 10 - 3 + 1  # one may refill while we loop
+    # the cached valid token costs no check: still served with the budget spent
+    assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(good))).status == 200
+    # a new valid token while the budget is spent waits for the next check (429, retry in 1 s)
+    fresh = await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(token()))
+    assert (fresh.status, fresh.headers.get("retry-after")) in ((429, "1"), (200, None))
+    # other addresses are untouched
+    assert (await request(gw, "GET", "/v1/agents", ip=fresh_ip(), headers=bearer(token()))).status == 200
+
+
+async def test_block_and_refusals_are_counted(gw: Gateway) -> None:
+    abuse = gw.metrics.abuse
+    blocks = abuse.blocks.labels("auth")._value.get()
+    refusals = abuse.refusals.labels("auth")._value.get()
+    ip = fresh_ip()
+    for _ in range(7):
+        await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("expired")))
+    assert abuse.blocks.labels("auth")._value.get() == blocks + 1
+    assert abuse.refusals.labels("auth")._value.get() == refusals + 2
