@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: bench test run check
+.PHONY: bench test run check deploy-test
 
 bench:
 	$(PYTHON) -m bench.run $(ARGS)
@@ -15,3 +15,7 @@ run:
 
 check:
 	$(PYTHON) -m gateway check policies
+
+# Build the image and prove deploy/compose.yaml in real containers (Docker; see deploy/README.md).
+deploy-test:
+	bash scripts/deploy-test.sh $(ARGS)
