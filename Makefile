@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: bench test run check
+.PHONY: bench test run check openapi docs
 
 bench:
 	$(PYTHON) -m bench.run $(ARGS)
@@ -15,3 +15,11 @@ run:
 
 check:
 	$(PYTHON) -m gateway check policies
+
+# Regenerate policies/openapi.yaml from the upstream's models and the route table.
+openapi:
+	$(PYTHON) -m upstream_stub openapi | $(PYTHON) -m gateway openapi generate --upstream -
+
+# Regenerate docs/policy-reference.md and docs/reasons.md.
+docs:
+	$(PYTHON) -m gateway.docsgen

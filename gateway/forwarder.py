@@ -1,7 +1,7 @@
 """The last stage: forward to the upstream and stream the answer back.
 
 Built on `gateway.h1pool`, a lean keep-alive HTTP/1.1 pool on asyncio protocols and httptools:
-httpx's pool collapses under concurrency here (DESIGN.md §4, encode/httpx#3215), and aiohttp's
+httpx's pool collapses under concurrency here (encode/httpx#3215), and aiohttp's
 client cost ~50 µs of CPU per request against ~15 µs (tests/bench_h1pool.py). Bodies stream both
 ways; only a stage that had to read the body (tenant binding, webhook verification) leaves a
 buffered copy in the context, which is then sent as is.
