@@ -132,7 +132,8 @@ def reasons_markdown() -> str:
            "the same list at `/v1/docs/errors`; every problem's `type` is `/v1/docs/errors#<reason>`.", "",
            "| reason | status | where | meaning | what the client should do |", "|---|---|---|---|---|"]
     for r in CATALOGUE:
-        out.append(f"| `{r.id}` | {r.status} | {r.when} | {r.meaning.replace('|', '/')} | {r.action.replace('|', '/')} |")
+        meaning, action = r.meaning.replace("|", "/"), r.action.replace("|", "/")
+        out.append(f"| `{r.id}` | {r.status} | {r.when} | {meaning} | {action} |")
     return "\n".join(out) + "\n"
 
 
