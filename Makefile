@@ -2,7 +2,7 @@
 PYTHON ?= .venv/bin/python
 ARGS ?=
 
-.PHONY: bench test run check openapi docs
+.PHONY: bench test run check openapi docs deploy-test
 
 bench:
 	$(PYTHON) -m bench.run $(ARGS)
@@ -23,3 +23,7 @@ openapi:
 # Regenerate docs/policy-reference.md and docs/reasons.md.
 docs:
 	$(PYTHON) -m gateway.docsgen
+
+# Build the image and prove deploy/compose.yaml in real containers (Docker; see deploy/README.md).
+deploy-test:
+	bash scripts/deploy-test.sh $(ARGS)

@@ -26,7 +26,7 @@ PROM = DEPLOY / "prometheus"
 
 PORTS = {8080, 9090, 8081, 6379}
 OUR_IMAGE = "edge-gateway"
-PUBLIC_IMAGES = {"redis", "nginx", "prom/prometheus", "grafana/grafana"}
+PUBLIC_IMAGES = {"redis", "nginx", "prom/prometheus", "grafana/grafana", "postgres"}
 METRICS = {
     "gateway_requests_total", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
     "gateway_denials_total", "gateway_ratelimit_total", "gateway_ratelimit_degraded",
@@ -41,6 +41,12 @@ KOMMO_VARS = {"KOMMO_WEBHOOK_SECRET", "KOMMO_CHANNEL_SECRET", "KOMMO_CLIENT_ID",
               "KOMMO_REDIRECT_URI"}
 UPSTREAM_VARS = {"UPSTREAM_HOST", "UPSTREAM_PORT", "UPSTREAM_DB", "UPSTREAM_ENCRYPTION_KEY"}
 OUR_PREFIXES = ("GATEWAY_", "KOMMO_", "UPSTREAM_")
+# Named by the environment contract of the product (README / deploy/README.md) and read by code that
+# may not be on this branch yet: the audit chain's key, the CORS origins, the upstream's PostgreSQL URLs.
+CONTRACT_VARS = {"GATEWAY_AUDIT_KEY", "GATEWAY_AUDIT_CHECKPOINTS", "GATEWAY_CORS_ORIGINS",
+                 "UPSTREAM_DATABASE_URL", "UPSTREAM_DATABASE_OWNER_URL"}
+# Read by deploy/k8s-postgres/init-roles.sh (the database container), not by the gateway or upstream.
+INIT_ROLES_VARS = {"UPSTREAM_DB_OWNER_PASSWORD", "UPSTREAM_DB_APP_PASSWORD"}
 GATEWAY_LABELS = {"app.kubernetes.io/name": "gateway"}
 UPSTREAM_LABELS = {"app.kubernetes.io/name": "upstream"}
 
@@ -73,7 +79,7 @@ def _policy_vars() -> set[str]:
 
 KNOWN_VARS = (
     {f"GATEWAY_{name.upper()}" for name in Settings.model_fields}
-    | KOMMO_VARS | _upstream_vars() | _policy_vars()
+    | KOMMO_VARS | _upstream_vars() | _policy_vars() | CONTRACT_VARS | INIT_ROLES_VARS
 )
 
 
@@ -92,8 +98,29 @@ def load_docs(path: Path) -> list[Any]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
 
 
-def compose() -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+_DEFAULT = re.compile(r"\$\{([A-Z][A-Z0-9_]*):-([^}]*)\}")
+
+
+def with_defaults(text: str) -> str:
+    """`${VAR:-default}` as compose resolves it with VAR unset (`${VAR:?...}` is left as is)."""
+    return _DEFAULT.sub(lambda m: m.group(2), text)
+
+
+def compose(*overrides: str) -> dict[str, Any]:
+    """compose.yaml (+ override files, merged as compose merges mappings) with defaults resolved."""
+    data: dict[str, Any] = yaml.safe_load(with_defaults((DEPLOY / "compose.yaml").read_text()))
+    for name in overrides:
+        extra = yaml.safe_load(with_defaults((DEPLOY / name).read_text()))
+        for key, value in extra.items():
+            if key.startswith("x-"):
+                continue
+            for sub, cfg in value.items():
+                merged = data.setdefault(key, {}).setdefault(sub, {})
+                for field, v in (cfg or {}).items():
+                    if isinstance(v, dict) and isinstance(merged.get(field), dict):
+                        merged[field] = {**merged[field], **v}
+                    else:
+                        merged[field] = v
     return data
 
 
@@ -214,7 +241,7 @@ def test_dockerfile_contract() -> None:
               if line.startswith("FROM ")]
     assert len(stages) >= 2, "multi-stage build"
     assert stages[-1] == "python:3.11-slim"
-    assert any("pip install ." in line for line in lines)
+    assert any(re.search(r"pip install .*--no-deps .*\.( |$)", line) for line in lines)
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     (health,) = [line for line in lines if line.startswith("HEALTHCHECK")]
@@ -233,7 +260,7 @@ def test_dockerfile_contract() -> None:
 def test_dockerfile_copies_files_that_exist() -> None:
     for line in dockerfile():
         if line.startswith("COPY ") and "--from=" not in line:
-            for src in [s for s in line.split()[1:-1] if not s.startswith("--")]:
+            for src in [s for s in line.split()[1:-1] if not s.startswith(("--", "$"))]:
                 if "*" not in src:
                     assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
 
@@ -309,6 +336,10 @@ def test_compose_trusts_only_the_load_balancer() -> None:
     for other in ("lb", "prometheus"):
         assert not upstream_nets & set(data["services"][other]["networks"]), other
     assert data["networks"]["backend"].get("internal") is True
+    # Every network pinned, none overlapping: an unpinned one may get a /16 over the fixed `edge`.
+    subnets = [ipaddress.ip_network(n["ipam"]["config"][0]["subnet"]) for n in data["networks"].values()]
+    assert len(subnets) == len(data["networks"])
+    assert not any(a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
 
 
 def test_compose_variables_are_known() -> None:
@@ -462,20 +493,11 @@ def test_kustomization_covers_manifests_and_policies() -> None:
     on_disk = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.yaml"}
     assert listed == on_disk
     (gen,) = [g for g in kust["configMapGenerator"] if g["name"] == "gateway-policies"]
-    files = {(K8S / f).resolve() for f in gen["files"]}
-    policies = {p.resolve() for p in (ROOT / "policies").glob("*.y*ml")}
-    assert files == policies, "deploy/k8s/kustomization.yaml must list exactly the files in policies/"
-
-
-def test_kustomize_renders(tmp_path: Path) -> None:
-    exe = shutil.which("kubectl")
-    if exe is None:
-        pytest.skip("kubectl not installed")
-    proc = subprocess.run([exe, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(K8S)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(proc.stdout) if d]
-    assert "ConfigMap" in kinds and "Secret" not in kinds
+    files = {Path(f).name for f in gen["files"]}
+    assert all(Path(f).parent == Path("policies") for f in gen["files"]), "generator must read deploy/k8s/policies/"
+    policies = {p.name for p in (ROOT / "policies").glob("*.y*ml")}
+    assert files == policies, "deploy/k8s/kustomization.yaml must list exactly the files in policies/ " \
+                              "(run `bash scripts/sync-k8s-policies.sh`)"
 
 
 # --- metrics named in alerts and the dashboard ------------------------------------------------------
@@ -530,3 +552,81 @@ def test_alerts_use_only_gateway_metrics() -> None:
                    "GatewayAuditFailures", "GatewayAuditTampered", "GatewayNotReady",
                    "GatewayUpstreamProbeFailing"):
         assert needed in seen
+
+
+# --- offline build, Debian-package images, PostgreSQL add-on, deploy test wiring --------------------
+
+
+def test_dockerfile_builds_online_or_from_a_wheelhouse() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    lines = dockerfile()
+    assert not re.search(r"^#\s*syntax=", text, re.M), "a # syntax= line makes BuildKit pull a frontend image"
+    assert "ARG WHEELHOUSE=" in lines  # empty default: online
+    (copy_wh,) = [line for line in lines if "${WHEELHOUSE}" in line and line.startswith("COPY ")]
+    assert copy_wh.split()[1] == "pyproject.toml"  # always a source, so the COPY is valid without one
+    install = " ".join(line for line in lines if line.startswith("RUN ") and "requirements" in line)
+    assert "--no-index --find-links /wheels" in install and 'if [ -n "${WHEELHOUSE}" ]' in install
+    assert sum("pip check" in line for line in lines) >= 2  # builder and runtime stage
+    runtime = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")):]
+    assert not any(re.search(r"\b(gcc|build-essential|apt-get install)\b", line) for line in runtime)
+    assert any(line.startswith("COPY --from=builder /opt/venv") for line in runtime)
+
+
+def test_dockerignore_files_agree_and_admit_the_wheelhouse() -> None:
+    buildkit = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    classic = (ROOT / ".dockerignore").read_text()
+    assert buildkit == classic, ".dockerignore (classic builder) must equal deploy/Dockerfile.dockerignore"
+    rules = [line for line in buildkit.splitlines() if line and not line.startswith("#")]
+    assert rules[0] == "**" and "!deploy/wheelhouse/" in rules
+    assert "!.venv/" not in rules and "!deploy/.env" not in rules
+
+
+@pytest.mark.parametrize("path", sorted((DEPLOY / "images").glob("*.Dockerfile")), ids=lambda p: p.name)
+def test_debian_package_images(path: Path) -> None:
+    text = path.read_text()
+    assert re.search(r"^ARG BASE_IMAGE=\S+", text, re.M) and "FROM ${BASE_IMAGE}" in text
+    assert "apt-get install" in text and "rm -rf /var/lib/apt/lists/*" in text
+    for line in text.splitlines():
+        if line.startswith("COPY "):
+            assert (path.parent / line.split()[1]).exists(), line
+
+
+def test_postgres_addon_separates_roles_and_orders_the_migration() -> None:
+    data = compose("compose.postgres.yaml")
+    services = data["services"]
+    pg, migrate, upstream = services["postgres"], services["migrate"], services["upstream"]
+    assert image_repo(pg["image"])[0] == "postgres" and image_repo(pg["image"])[1]
+    assert migrate["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert upstream["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    assert migrate["command"] == ["python", "-m", "upstream_stub", "migrate"]
+    assert migrate["restart"] == "no" and migrate["image"] == upstream["image"]
+    menv, uenv = compose_env(migrate), compose_env(upstream)
+    required = re.compile(r"\$\{(\w+):\?[^}]*\}")  # a required variable stands for its own name here
+    owner = urlsplit(required.sub(r"\1", menv["UPSTREAM_DATABASE_OWNER_URL"]))
+    app = urlsplit(required.sub(r"\1", menv["UPSTREAM_DATABASE_URL"]))
+    assert owner.username != app.username and owner.password != app.password
+    assert uenv["UPSTREAM_DATABASE_URL"] == menv["UPSTREAM_DATABASE_URL"]
+    assert "UPSTREAM_DATABASE_OWNER_URL" not in uenv, "the serving upstream must not hold the owner credentials"
+    assert set(pg["networks"]) == set(migrate["networks"]) == {"backend"}
+    text = (DEPLOY / "compose.postgres.yaml").read_text()
+    secrets = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    assert {"POSTGRES_PASSWORD", "UPSTREAM_DB_OWNER_PASSWORD", "UPSTREAM_DB_APP_PASSWORD"} <= secrets
+    example = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (DEPLOY / "env.example").read_text(), re.M))
+    assert secrets <= example
+    roles = (DEPLOY / "k8s-postgres" / "init-roles.sh").read_text()
+    for role in (owner.username, app.username):
+        assert re.search(rf"CREATE ROLE {role} LOGIN PASSWORD :'\w+' NOSUPERUSER .*NOBYPASSRLS;", roles), role
+    assert f"CREATE DATABASE {owner.path.lstrip('/')} OWNER {owner.username};" in roles
+
+
+def test_deploy_test_is_wired() -> None:
+    make = (ROOT / "Makefile").read_text()
+    assert re.search(r"^deploy-test:\n\tbash scripts/deploy-test\.sh", make, re.M)
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "bash scripts/test.sh" in ci and "bash scripts/deploy-test.sh" in ci
+    assert "deploy/tested.sha256" in ci and "GATEWAY_CI_DEPLOY" in ci
+    script = (ROOT / "scripts" / "deploy-test.sh").read_text()
+    for step in ("tools", "dockerd", "base-image", "wheelhouse", "image", "compose-up", "smoke"):
+        assert f'step "{step}"' in script, step
+    proc = subprocess.run(["bash", "-n", str(ROOT / "scripts" / "deploy-test.sh")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

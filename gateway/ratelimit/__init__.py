@@ -3,7 +3,9 @@
 policy.py      RateLimitPolicy / RateLimitSettings / BruteForcePolicy, compile_policy
 backend.py     storage from GATEWAY_REDIS_URL, timeouts, degraded state and error policy
 limiter.py     RateLimiter.hit -> Decision (+ IETF RateLimit headers)
-bruteforce.py  BruteForceGuard (failed authentications per client IP)
+bruteforce.py  BruteForceGuard (failed verifications per client IP, per scope: auth, webhook;
+               blocks, the verification budget of a blocked address)
+memory.py      BoundedMap / BoundedMemoryStorage: in-process per-key state under max_tracked_keys
 """
 
 from gateway.ratelimit.backend import Backend, storage_from_url

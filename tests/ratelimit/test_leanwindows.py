@@ -24,7 +24,7 @@ class Counting(RespClient):
     """RespClient that counts round trips and the commands sent."""
 
     def __init__(self, url: str) -> None:
-        super().__init__(url)
+        super().__init__(url, connect_timeout=10)  # a busy test machine must not fail the connect
         self.round_trips = 0
         self.commands: list[bytes] = []
 
@@ -36,7 +36,7 @@ class Counting(RespClient):
 
 @pytest.fixture
 async def stores(redis_srv: RedisServer) -> AsyncIterator[tuple[Any, LeanWindows, Counting]]:
-    ref = storage_from_url(redis_srv.url)
+    ref = storage_from_url(redis_srv.url, timeout=10)  # generous: the reference, not the subject
     client = Counting(redis_srv.url)
     lean = LeanWindows(client, ref)
     yield ref, lean, client

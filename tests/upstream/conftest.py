@@ -16,6 +16,7 @@ BACKENDS = ["sqlite", "postgresql"]
 @pytest.fixture(scope="session")
 def pg_env() -> Iterator[pg.PgEnv]:
     """This run's migrated PostgreSQL database, its owner and its application role; dropped at the end."""
+    pg.sweep_stale()
     env = pg.migrated()
     try:
         yield env

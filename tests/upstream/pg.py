@@ -61,6 +61,23 @@ def create(prefix: str = "upt") -> PgEnv:
     return env
 
 
+def sweep_stale() -> int:
+    """Drop what test runs killed before their teardown left behind: databases and roles named by
+    this module whose creating process no longer exists. Returns how many databases went."""
+    import re
+
+    pattern = re.compile(r"^(up[tm])_(\d+)_([0-9a-f]{8})_db$")
+    gone = 0
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname ~ '^up[tm]_'").fetchall():
+            m = pattern.match(name)
+            if m is None or os.path.exists(f"/proc/{m.group(2)}"):
+                continue
+            drop(PgEnv(db=name, owner=name[:-3] + "_owner", app=name[:-3] + "_app"))
+            gone += 1
+    return gone
+
+
 def drop(env: PgEnv) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(env.db)))

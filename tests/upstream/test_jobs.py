@@ -89,9 +89,10 @@ async def test_job_of_a_sigkilled_worker_is_completed_later_exactly_once(jobs: J
 
 async def test_expired_lease_is_reclaimed_and_old_claim_is_fenced(jobs: JobStore) -> None:
     job = await jobs.enqueue("org_a", "crm.sync", {}, max_attempts=3)
-    first = await jobs.claim_next_any_org("w1", lease=0.05)
+    # A lease long enough that a busy machine cannot outlast it between the two claims.
+    first = await jobs.claim_next_any_org("w1", lease=2.0)
     assert first is not None and await jobs.claim_next_any_org("w2", lease=5) is None  # live lease: not taken
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(2.1)
     second = await jobs.claim_next_any_org("w2", lease=5)
     assert second is not None and second.id == job["id"] and second.attempts == 2
     assert not await jobs.complete(first, {})

@@ -342,3 +342,15 @@ async def test_a_failed_statement_leaves_the_pooled_connection_clean(pg_env: pg.
             await db.all("", "SELECT 1")
     finally:
         await stores.close()
+
+
+def test_settings_refuse_a_non_postgres_url_and_the_owner_as_app_role(tmp_path: Path) -> None:
+    from upstream_stub.app import StartupError, create_app
+
+    with pytest.raises(StartupError, match="UPSTREAM_DATABASE_URL must be a postgresql:// URL"):
+        create_app(make_settings(tmp_path, database_url="mysql://app@db/x"))
+    with pytest.raises(StartupError, match="must not use the owner role"):
+        create_app(make_settings(tmp_path, database_url="postgresql://own@db/x",
+                                 database_owner_url="postgresql://own@db/x"))
+    ok = make_settings(tmp_path, database_url="postgresql://app:s3cret@db:5432/x")
+    assert ok.problems() == [] and ok.database_label() == "postgresql://app:***@db:5432/x"

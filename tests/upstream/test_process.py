@@ -32,7 +32,7 @@ async def test_module_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             assert (await client.get("/agents", headers=user_headers())).status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 15)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
     # A graceful stop is a clean exit (uvicorn's re-raise of the signal is suppressed).
     assert proc.returncode == 0, out.decode()
     assert b"upstream stopped" in out and b"Application shutdown complete" in out
@@ -43,7 +43,7 @@ async def test_module_refuses_production_without_secrets(tmp_path: Path) -> None
     env.update(PYTHONPATH=str(REPO), GATEWAY_ENV="production")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "upstream_stub", cwd=tmp_path, env=env,
                                                 stderr=asyncio.subprocess.PIPE)
-    _, err = await asyncio.wait_for(proc.communicate(), 15)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 2
     for variable in ("GATEWAY_IDENTITY_SECRET", "UPSTREAM_ENCRYPTION_KEY", "UPSTREAM_STATE_SECRET"):
         assert variable.encode() in err

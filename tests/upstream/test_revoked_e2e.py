@@ -55,7 +55,12 @@ def test_shared_kommo_revocation_vector_revokes_through_the_gateway(backend: str
         assert r.status_code == 401 and r.json()["reason"] == "webhook.bad_signature", r.text
         assert asyncio.run(_status(backend, "org_rev_a", "con_rev_a"))[0] == "active"
 
-        r = httpx.get(url, params=VECTOR["query"], timeout=10)
+        # The shipped route gives the upstream 2 s; on a saturated test machine a first answer can take
+        # longer (504). Kommo retries an unanswered hook, and revocation is idempotent: so do we.
+        for _ in range(3):
+            r = httpx.get(url, params=VECTOR["query"], timeout=10)
+            if r.status_code not in (502, 503, 504):
+                break
         assert r.status_code == 200, f"{r.text}\n{up.log()}"
         assert r.json() == {"revoked": True}
     assert asyncio.run(_status(backend, "org_rev_a", "con_rev_a")) == ("revoked", None)

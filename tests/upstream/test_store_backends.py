@@ -150,3 +150,14 @@ async def test_kommo_pacing_allows_the_limit_then_asks_to_wait(st: Stores) -> No
     waits = await asyncio.gather(*(limiter.reserve("acct-1") for _ in range(5)))
     assert sorted(w == 0 for w in waits) == [False, False, True, True, True]
     assert all(0 < w <= 1.0 for w in waits if w) and await limiter.reserve("acct-2") == 0
+
+
+async def test_dead_lease_on_the_last_attempt_fails_the_job_instead_of_rerunning(st: Stores) -> None:
+    job = await st.jobs.enqueue(A, "crm.sync", {}, 1)
+    first = await st.jobs.claim_next_any_org("w1", 0.2)
+    assert first is not None and first.attempts == 1
+    await asyncio.sleep(0.4)  # the lease is dead (only ever more so), and no attempt is left
+    assert await st.jobs.claim_next_any_org("w2", 30) is None
+    row = await st.jobs.get(A, job["id"])
+    assert (row["status"], row["last_error"], row["claim_token"]) == ("failed", "lease expired on last attempt", None)
+    assert not await st.jobs.complete(first, {})  # the dead worker's claim is fenced off

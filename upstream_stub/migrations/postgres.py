@@ -142,9 +142,12 @@ CREATE OR REPLACE FUNCTION upstream_claim_job(p_owner text, p_token text, p_leas
 RETURNS SETOF jobs LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, {schema} AS $$
 BEGIN
     -- A dead lease on a job that has used all its attempts ends it rather than running it again.
+    -- SKIP LOCKED here too: two claimers never wait on (or deadlock over) the same dead rows.
     UPDATE jobs SET status = 'failed', last_error = 'lease expired on last attempt', lease_owner = NULL,
         claim_token = NULL, lease_until = NULL, updated_at = p_now
-     WHERE status = 'running' AND lease_until < p_now AND attempts >= max_attempts;
+     WHERE id IN (SELECT d.id FROM jobs d
+                   WHERE d.status = 'running' AND d.lease_until < p_now AND d.attempts >= d.max_attempts
+                   FOR UPDATE SKIP LOCKED);
     RETURN QUERY
     UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = p_owner, claim_token = p_token,
         lease_until = p_now + p_lease, updated_at = p_now
