@@ -1,23 +1,25 @@
 """Typed refusals. Every denial the gateway makes is one of these.
 
     GatewayError                     status, reason (stable id), title, headers
-    ├── BadRequest (400)             request.bad_path, request.ambiguous, request.bad_framing, ...
+    ├── BadRequest (400)             request.bad_path, request.ambiguous, request.bad_framing,
+    │                                request.bad_host, request.upgrade_not_allowed, ...
     ├── Unauthorized (401)           auth.*, webhook.bad_signature, webhook.stale
     ├── Forbidden (403)              tenant.*, authz.forbidden, cors.*, webhook.source_denied
     ├── NotFound (404)               route.not_found
     ├── MethodNotAllowed (405)       route.method_not_allowed (+ Allow)
-    ├── RequestTimeout (408)         request.body_timeout
+    ├── RequestTimeout (408)         request.body_timeout, request.header_timeout
     ├── Conflict (409)               webhook.in_progress (+ Retry-After)
     ├── PayloadTooLarge (413)        request.body_too_large
     ├── UriTooLong (414)             request.uri_too_long
     ├── UnsupportedMediaType (415)   request.unsupported_media_type
     ├── HeadersTooLarge (431)        request.headers_too_large
-    ├── TooManyRequests (429)        ratelimit.exceeded, auth.too_many_failures,
+    ├── TooManyRequests (429)        ratelimit.exceeded, ratelimit.concurrency, auth.too_many_failures,
     │                                webhook.too_many_failures (+ Retry-After)
     ├── Gone (410)                   route.sunset (a deprecated route past its sunset date)
     ├── UnprocessableContent (422)   request.invalid_body (+ `errors`: JSON pointer and detail per field)
     ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
-    ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable
+    ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable,
+    │                                upstream.saturated (+ Retry-After)
     └── GatewayTimeout (504)         upstream.timeout
 
 A stage denies by raising; the outermost stage renders the problem+json body (RFC 9457), so
@@ -174,6 +176,34 @@ class Ambiguous(BadRequest):
 
 class BadPath(BadRequest):
     reason = "request.bad_path"
+
+
+class BadHost(BadRequest):
+    """Host missing or given more than once (RFC 9112 §3.2): the authority is ambiguous."""
+
+    reason = "request.bad_host"
+
+
+class UpgradeNotAllowed(BadRequest):
+    """A protocol upgrade (WebSocket, h2c, ...) on a route that does not proxy one."""
+
+    reason = "request.upgrade_not_allowed"
+
+
+class HeaderTimeout(RequestTimeout):
+    reason = "request.header_timeout"
+
+
+class ConcurrencyExceeded(TooManyRequests):
+    """One org (or one anonymous client address) has its share of upstream requests in flight."""
+
+    reason = "ratelimit.concurrency"
+
+
+class UpstreamSaturated(ServiceUnavailable):
+    """No upstream connection became free within `upstream.pool_wait`."""
+
+    reason = "upstream.saturated"
 
 
 class TooManyAuthFailures(TooManyRequests):

@@ -170,6 +170,9 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
+        self.connections_refused = Counter("gateway_connections_refused_total",
+                                           "Client connections closed at once: over limits.max_connections.",
+                                           registry=r)
         self.deprecated_calls = Counter("gateway_deprecated_calls_total",
                                         "Calls to deprecated routes (after sunset: refused), by route id.",
                                         ["route", "outcome"], registry=r)
@@ -297,6 +300,9 @@ class Metrics:
 
     def audit_failure(self, n: int = 1) -> None:
         self.audit_failures.inc(n)
+
+    def connection_refused(self) -> None:
+        self.connections_refused.inc()
 
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)

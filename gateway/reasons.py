@@ -55,8 +55,12 @@ CATALOGUE: tuple[Reason, ...] = (
       "the body does not match its declared length.", "Send one valid Content-Length or chunked body."),
     R("request.invalid", 400, "always", "The request cannot be forwarded safely (e.g. a header value "
       "the upstream protocol cannot carry).", "Remove control characters from header values."),
-    R("request.bad_host", 400, "always", "The Host header names a host this gateway does not serve.",
-      "Call the API on its published host name."),
+    R("request.bad_host", 400, "always", "The Host header is missing or given more than once.",
+      "Send exactly one Host header."),
+    R("request.upgrade_not_allowed", 400, "always", "A protocol upgrade (WebSocket, h2c) or CONNECT: no "
+      "route of this API proxies one. The connection is closed.", "Use plain HTTP requests."),
+    R("request.header_timeout", 408, "always", "The request head did not arrive in time; the connection "
+      "is closed.", "Send the whole request head at once."),
     R("request.uri_too_long", 414, "always", "The URL is longer than the gateway accepts.",
       "Shorten the query; send large inputs in a body."),
     R("request.headers_too_large", 431, "always", "The request headers are too large or too many.",
@@ -73,7 +77,8 @@ CATALOGUE: tuple[Reason, ...] = (
     # --- body -------------------------------------------------------------------------------------
     R("request.body_too_large", 413, "body", "The body is larger than this route accepts.",
       "Send a smaller body; the limit is per route."),
-    R("request.body_timeout", 408, "body", "The client stopped sending the body part way.",
+    R("request.body_timeout", 408, "body", "The client stopped sending the body part way, or took "
+      "longer than the route allows for the whole body.",
       "Retry; send the whole body without pausing."),
     R("request.unsupported_media_type", 415, "body", "The body's Content-Type is not one this route "
       "reads (JSON bodies must be `application/json`, charset utf-8 if given).",
@@ -137,8 +142,8 @@ CATALOGUE: tuple[Reason, ...] = (
     R("ratelimit.exceeded", 429, "ratelimit", "A rate limit of this route was reached; `RateLimit`, "
       "`RateLimit-Policy` and `Retry-After` say which and for how long.",
       "Wait `Retry-After` seconds; spread requests out."),
-    R("ratelimit.concurrency", 429, "ratelimit", "Too many of your requests are in flight at once.",
-      "Wait for some to finish; lower the client's concurrency."),
+    R("ratelimit.concurrency", 429, "always", "Too many of your organisation's requests are in flight "
+      "at once (`Retry-After`).", "Wait for some to finish; lower the client's concurrency."),
     R("ratelimit.unavailable", 503, "ratelimit", "The shared rate-limit store cannot be reached and "
       "the route fails closed.", "Retry after `Retry-After` seconds."),
     # --- webhooks --------------------------------------------------------------------------------
@@ -157,7 +162,8 @@ CATALOGUE: tuple[Reason, ...] = (
     R("webhook.store_unavailable", 503, "webhook", "The replay store cannot be reached; the delivery is "
       "refused rather than processed twice.", "Retry later (senders do)."),
     # --- gateway and upstream availability ----------------------------------------------------
-    R("gateway.overloaded", 503, "always", "The gateway is at its in-flight limit and sheds load.",
+    R("gateway.overloaded", 503, "always", "The gateway is at its in-flight limit, or holds as many "
+      "request bodies as it may buffer, and sheds load.",
       "Retry after `Retry-After` seconds with backoff."),
     R("gateway.draining", 503, "always", "This replica is shutting down.", "Retry; another replica answers."),
     R("gateway.not_ready", 502, "always", "The gateway is starting or stopping.", "Retry shortly."),

@@ -1,7 +1,9 @@
 """Serving: uvicorn (uvloop + httptools) with a drain phase, and a small multi-worker supervisor.
 
 Graceful shutdown, per worker, on SIGTERM/SIGINT:
-  1. readiness turns 503 (the load balancer stops sending new requests),
+  1. readiness turns 503 (the load balancer stops sending new requests); from now on every response
+     carries `Connection: close` and idle keep-alive connections are closed (gateway.protocol), so
+     a well-behaved client never sends on a connection the gateway is about to close,
   2. `GATEWAY_DRAIN_DELAY` passes (requests still served meanwhile),
   3. the listener stops accepting; in-flight requests finish, up to `GATEWAY_GRACE_TIMEOUT`,
   4. lifespan shutdown closes the upstream pool, Redis and the audit writer; exit 0.
@@ -32,10 +34,17 @@ log = logging.getLogger("gateway.server")
 class GatewayServer(uvicorn.Server):
     """uvicorn.Server with a readiness drain before the listener closes."""
 
-    def __init__(self, config: uvicorn.Config, drain_delay: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain_delay: float, early: list[int] | None = None) -> None:
         super().__init__(config)
         self.drain_delay = drain_delay
         self._draining = False
+        # Signals that reached a worker before uvicorn installed its handlers (see _worker_entry).
+        self.early = early if early is not None else []
+
+    async def on_tick(self, counter: int) -> bool:
+        while self.early and self.started:
+            self.handle_exit(self.early.pop(0), None)
+        return await super().on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == getattr(signal, "SIGHUP", None):
@@ -43,6 +52,12 @@ class GatewayServer(uvicorn.Server):
             if reload is not None:
                 reload()
             return
+        if not self.started and not self.should_exit and self.drain_delay > 0:
+            # Still starting: the drain (serving while the load balancer notices) begins once the
+            # server runs, or a slow start would use up the delay and serve nothing.
+            self.early.append(sig)
+            return
+        self._mark_draining()
         if self._draining or self.drain_delay <= 0:
             super().handle_exit(sig, frame)
             return
@@ -58,6 +73,19 @@ class GatewayServer(uvicorn.Server):
             super().handle_exit(sig, frame)
             return
         loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
+
+    def _mark_draining(self) -> None:
+        close = (b"connection", b"close")
+        headers = self.server_state.default_headers
+        if close in headers:
+            return
+        # uvicorn adds its default headers to every response it starts from now on, and a
+        # `Connection: close` among them makes it close the connection after that response.
+        headers.append(close)
+        for conn in list(self.server_state.connections):
+            drain = getattr(conn, "drain", None)
+            if drain is not None:
+                drain()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -75,17 +103,22 @@ def _handled_signals() -> None:
 
 
 def make_config(settings: Settings, app: object) -> uvicorn.Config:
+    from gateway.protocol import protocol_for
+
+    metrics = getattr(app, "metrics", None)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host, port=settings.port,
-        loop="uvloop", http="httptools", lifespan="on",
+        # ws="none": the server never takes an upgrade over; the pipeline refuses it as HTTP.
+        loop="uvloop", http=protocol_for(app, getattr(metrics, "connection_refused", None)), ws="none",
+        lifespan="on",
         access_log=False, server_header=False, proxy_headers=False, log_config=None,
         timeout_graceful_shutdown=int(settings.grace_timeout) or None,
         timeout_keep_alive=15, backlog=4096, log_level=settings.log_level,
     )
 
 
-def run_worker(settings: Settings, fd: int | None = None) -> None:
+def run_worker(settings: Settings, fd: int | None = None, early: list[int] | None = None) -> None:
     from gateway.app import Gateway
     from gateway.logs import setup_logging
 
@@ -95,7 +128,7 @@ def run_worker(settings: Settings, fd: int | None = None) -> None:
     from gateway.gctune import tune_after_startup
 
     tune_after_startup()  # issue 16: no full-heap GC pauses under load (measured in gctune.py)
-    server = GatewayServer(make_config(settings, app), settings.drain_delay)
+    server = GatewayServer(make_config(settings, app), settings.drain_delay, early)
     if fd is None:
         server.run()
         return
@@ -105,8 +138,14 @@ def run_worker(settings: Settings, fd: int | None = None) -> None:
 
 
 def _worker_entry(settings_json: str, fd: int) -> None:
+    # Forked workers inherit the supervisor's signal handlers; a SIGTERM arriving while this worker
+    # still starts would run them here and kill it (its accepted connections reset). Remember the
+    # signal instead; the server acts on it (drain, then stop) as soon as it runs.
+    early: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda s, _f: early.append(s))
     settings = Settings.model_validate_json(settings_json)
-    run_worker(settings, fd)
+    run_worker(settings, fd, early)
 
 
 def serve(settings: Settings) -> int:

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from upstream_stub import agents, crm, errors, jobs, kommo_oauth, webhooks
+from upstream_stub import agents, crm, errors, events, jobs, kommo_oauth, webhooks
 from upstream_stub.crypto import Keyring
 from upstream_stub.handlers import make_handlers
 from upstream_stub.identity import IdentityMiddleware, IdentityVerifier
@@ -115,7 +115,7 @@ def create_app(settings: UpstreamSettings | None = None) -> Starlette:
             await svc.close()
             log.info("upstream stopped")
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), *agents.routes, *crm.routes, *jobs.routes,
+    routes = [Route("/healthz", healthz, methods=["GET"]), *agents.routes, *crm.routes, *jobs.routes, *events.routes,
               *kommo_oauth.routes, *webhooks.routes]
     return Starlette(
         routes=routes,

@@ -173,6 +173,12 @@ def _op(op_id: str, tag: str, summary: str, ok: tuple[int, type[BaseModel] | Non
     return op
 
 
+def _sse(op: dict[str, Any]) -> dict[str, Any]:
+    """A streaming operation: `event: status` lines whose data is the job as JSON (upstream_stub/events.py)."""
+    op["responses"]["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+    return op
+
+
 def _path_param(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True,
             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}}
@@ -213,6 +219,11 @@ def paths() -> dict[str, dict[str, Any]]:
         "/jobs/{jobId}": {
             "parameters": [_path_param("jobId")],
             "get": _op("getJob", "jobs", "Read a job's status", (200, Job), _merge(user, NOT_FOUND), [ORG]),
+        },
+        "/jobs/{jobId}/events": {
+            "parameters": [_path_param("jobId")],
+            "get": _sse(_op("getJobEvents", "jobs", "The job's status changes as Server-Sent Events, until it ends",
+                            (200, None), _merge(user, NOT_FOUND), [ORG])),
         },
         "/crm/connections": {
             "get": _op("listConnections", "crm", "List CRM connections", (200, ConnectionPage), listing,

@@ -10,9 +10,11 @@
         resp.release()
 """
 
-from gateway.h1pool.conn import H1Response
+from gateway.h1pool.conn import Cancel, H1Response
 from gateway.h1pool.errors import (
+    PoolSaturated,
     RequestBodyLengthError,
+    UpstreamCancelled,
     UpstreamConnectError,
     UpstreamError,
     UpstreamProtocolError,
@@ -21,6 +23,6 @@ from gateway.h1pool.errors import (
 from gateway.h1pool.pool import H1Pool
 
 __all__ = [
-    "H1Pool", "H1Response", "RequestBodyLengthError", "UpstreamConnectError", "UpstreamError",
-    "UpstreamProtocolError", "UpstreamTimeout",
+    "Cancel", "H1Pool", "H1Response", "PoolSaturated", "RequestBodyLengthError", "UpstreamCancelled",
+    "UpstreamConnectError", "UpstreamError", "UpstreamProtocolError", "UpstreamTimeout",
 ]

@@ -13,13 +13,42 @@ from typing import TYPE_CHECKING
 
 from httptools import HttpParserError, HttpResponseParser
 
-from gateway.h1pool.errors import UpstreamConnectError, UpstreamError, UpstreamProtocolError, UpstreamTimeout
+from gateway.h1pool.errors import (
+    UpstreamCancelled,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 
 if TYPE_CHECKING:
     from gateway.h1pool.pool import H1Pool
 
 HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading the socket
-MAX_HEAD = 64 * 1024     # response header bytes: a hostile/broken upstream must not grow memory unbounded
+# Response head bytes (interim 1xx heads included) and header fields. Enforced on the bytes fed to
+# the parser, not when httptools completes a line: httptools grows a header line by concatenation,
+# so a 100 MB line would otherwise cost the worker memory and quadratic CPU before any check ran.
+MAX_HEAD = 64 * 1024
+MAX_HEADERS = 256
+_REASON_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
+
+
+class Cancel:
+    """Set by the caller when the exchange is no longer wanted (the client left): the connection
+    it runs on is aborted at once and never returns to the pool."""
+
+    __slots__ = ("fired", "conn")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.conn: Conn | None = None
+
+    def fire(self) -> None:
+        self.fired = True
+        conn = self.conn
+        if conn is not None and conn.active and not conn.closed:
+            conn._fail(UpstreamCancelled("the exchange was cancelled"))
+            conn.abort()
 
 
 class Conn(asyncio.Protocol):
@@ -29,6 +58,7 @@ class Conn(asyncio.Protocol):
         "pool", "loop", "transport", "parser", "waiter", "exc", "closed", "active", "is_head", "got_bytes",
         "interim", "headers_done", "done", "framed", "keep_alive", "status", "headers", "head_size",
         "chunks", "buffered", "read_paused", "write_paused", "timer", "idle_since", "served", "idle", "gone",
+        "head_fed", "n_headers",
     )
 
     def __init__(self, pool: H1Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -52,7 +82,7 @@ class Conn(asyncio.Protocol):
     def _reset(self, is_head: bool) -> None:
         self.is_head = is_head
         self.got_bytes = self.interim = self.headers_done = self.done = self.framed = self.keep_alive = False
-        self.status = self.head_size = self.buffered = 0
+        self.status = self.head_size = self.buffered = self.head_fed = self.n_headers = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.exc = None
@@ -64,13 +94,22 @@ class Conn(asyncio.Protocol):
         self.parser = HttpResponseParser(self)
         self.timer = self.loop.call_at(deadline, self._on_deadline)
 
-    async def wait(self) -> None:
-        """Sleep until the protocol has news (headers, body, drain, EOF, error, deadline)."""
+    async def wait(self, idle: float | None = None) -> None:
+        """Sleep until the protocol has news (headers, body, drain, EOF, error, deadline); with
+        `idle`, fail the exchange when nothing arrives for that long."""
         fut = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(idle, self._on_idle) if idle is not None else None
         try:
             await fut
         finally:
             self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def _on_idle(self) -> None:
+        if not self.done:
+            self._fail(UpstreamTimeout("the upstream stayed silent mid-response"))
+            self.abort()
 
     def abort(self) -> None:
         self.closed = True
@@ -119,17 +158,39 @@ class Conn(asyncio.Protocol):
                 self.abort()
             return
         self.got_bytes = True
+        if not self.headers_done:
+            room = MAX_HEAD - self.head_fed
+            if len(data) > room:
+                # Feed only what the head may still use; if it is not complete by then, it is too
+                # large, and the rest is never handed to the parser.
+                if not self._feed(data[:room]):
+                    return
+                if not self.headers_done:
+                    self._fail(UpstreamProtocolError("response head too large"))
+                    self.abort()
+                    return
+                data = data[room:]
+                if self.done:  # HEAD: bytes after the head are junk
+                    self.keep_alive = False
+                    return
+            else:
+                self.head_fed += len(data)
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> bool:
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except HttpParserError as exc:
             if self.done:  # junk after a complete answer: keep the answer, drop the connection
                 self.keep_alive = False
-                return
+                return False
             cause = exc.__context__
             if not isinstance(cause, UpstreamError):
                 cause = UpstreamProtocolError(f"malformed response: {exc}")
             self._fail(cause)
             self.abort()
+            return False
+        return True
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost decides what the EOF meant
@@ -162,14 +223,39 @@ class Conn(asyncio.Protocol):
         if self.done:
             raise UpstreamProtocolError("unexpected data after the response")
 
+    def on_status(self, reason: bytes) -> None:
+        # reason-phrase = *( HTAB / SP / VCHAR / obs-text ); a control byte is a broken or hostile peer.
+        if reason.translate(None, _REASON_OK):
+            raise UpstreamProtocolError("control characters in the status line")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.head_size += len(name) + len(value) + 4
-        if self.head_size > MAX_HEAD:
+        self.n_headers += 1
+        if self.head_size > MAX_HEAD or self.n_headers > MAX_HEADERS:
             raise UpstreamProtocolError("response head too large")
-        name = name.lower()
-        if name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower()):
+        if self.headers_done:
+            # A chunked body's trailer fields come through the same callback: they are dropped
+            # (never forwarded), and must not join the header list the client's head is built from.
+            return
+        self.headers.append((name.lower(), value))
+
+    def _check_framing(self) -> None:
+        """RFC 9112 §6.1/§6.3: Transfer-Encoding is a list of codings and `chunked` must be the last.
+        We decode no other coding, so the one accepted list is exactly `chunked`, in one field; a
+        message with both Transfer-Encoding and Content-Length is refused (a smuggling sign)."""
+        te = [v for k, v in self.headers if k == b"transfer-encoding"]
+        cl = [v for k, v in self.headers if k == b"content-length"]
+        if te:
+            codings = [c.strip().lower() for c in b",".join(te).split(b",")]
+            if len(te) > 1 or codings != [b"chunked"]:
+                raise UpstreamProtocolError("unsupported transfer-encoding (only a single `chunked` is accepted)")
+            if cl:
+                raise UpstreamProtocolError("both transfer-encoding and content-length")
             self.framed = True
-        self.headers.append((name, value))
+        elif cl:
+            if len(cl) > 1 or not cl[0].strip().isdigit():
+                raise UpstreamProtocolError("invalid or repeated content-length")
+            self.framed = True
 
     def on_headers_complete(self) -> None:
         parser: HttpResponseParser = self.parser  # type: ignore[assignment]
@@ -180,9 +266,9 @@ class Conn(asyncio.Protocol):
             # 100 Continue / 103 Early Hints: skip, the real answer follows on the same stream.
             self.interim = True
             self.headers = []
-            self.head_size = 0
-            self.framed = False
+            self.head_size = self.n_headers = 0
             return
+        self._check_framing()
         self.status = status
         self.keep_alive = parser.should_keep_alive() and parser.get_http_version() == "1.1"
         self.headers_done = True
@@ -240,8 +326,9 @@ class H1Response:
         self._conn: Conn | None = conn
         self._pool = pool
 
-    async def read_chunk(self) -> bytes:
-        """Next piece of the body (everything buffered so far); b"" at its end."""
+    async def read_chunk(self, idle: float | None = None) -> bytes:
+        """Next piece of the body (everything buffered so far); b"" at its end. With `idle`, an
+        upstream silent for that long mid-body fails the exchange (`UpstreamTimeout`)."""
         conn = self._conn
         while conn is not None:
             if conn.chunks:
@@ -251,8 +338,14 @@ class H1Response:
             if conn.done:
                 self.release()  # give the connection back as soon as the body is complete
                 return b""
-            await conn.wait()
+            await conn.wait(idle)
         return b""
+
+    @property
+    def complete(self) -> bool:
+        """The whole body has arrived (or the response was released)."""
+        conn = self._conn
+        return conn is None or conn.done
 
     def release(self) -> None:
         conn = self._conn

@@ -25,3 +25,11 @@ class RequestBodyLengthError(UpstreamError):
     """A streamed request body did not match the `content-length` the caller declared.
 
     The connection was aborted before the upstream could see a complete-looking request."""
+
+
+class PoolSaturated(UpstreamTimeout):
+    """No connection of the pool became free within the pool wait: the upstream is saturated."""
+
+
+class UpstreamCancelled(UpstreamError):
+    """The caller cancelled the exchange (`Cancel.fire`); the connection was aborted."""

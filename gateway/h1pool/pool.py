@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
-from gateway.h1pool.conn import Conn, H1Response
-from gateway.h1pool.errors import UpstreamConnectError, UpstreamTimeout
+from gateway.h1pool.conn import Cancel, Conn, H1Response
+from gateway.h1pool.errors import PoolSaturated, UpstreamCancelled, UpstreamConnectError, UpstreamTimeout
 from gateway.h1pool.wire import build_head, send_stream
 
 # Safe to resend after a keep-alive race: the upstream either never saw them or may see them twice.
@@ -25,9 +25,10 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 INLINE_BODY = 64 * 1024  # bodies up to this size share one write with the head
 
 
-def _expire(fut: asyncio.Future[Conn | None]) -> None:
+def _expire(fut: asyncio.Future[Conn | None], saturated: bool) -> None:
     if not fut.done():
-        fut.set_exception(UpstreamTimeout("no upstream connection free within the connect timeout"))
+        fut.set_exception(PoolSaturated("no upstream connection free within the pool wait") if saturated
+                          else UpstreamTimeout("no upstream connection free within the connect timeout"))
 
 
 class H1Pool:
@@ -69,30 +70,38 @@ class H1Pool:
     # --- the request --------------------------------------------------------------------------
     async def request(self, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes | AsyncIterator[bytes] | None, *, connect_timeout: float,
-                      total_timeout: float) -> H1Response:
-        """Send one request; returns once the response head arrived. Raises `UpstreamError`s,
-        `ValueError` for a head that cannot be sent safely, or whatever the body iterator raised."""
+                      total_timeout: float, pool_wait: float | None = None,
+                      cancel: Cancel | None = None) -> H1Response:
+        """Send one request; returns once the response head arrived. Raises `UpstreamError`s
+        (`PoolSaturated` when no connection frees up within `pool_wait`), `ValueError` for a head
+        that cannot be sent safely, or whatever the body iterator raised."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + total_timeout
         connect_deadline = min(start + connect_timeout, deadline)
+        wait_deadline = connect_deadline if pool_wait is None else min(start + pool_wait, connect_deadline)
         streamed = body is not None and not isinstance(body, bytes | bytearray)
         head, length = build_head(self._methods, self._host_line, method, target, headers, body, streamed)
-        conn = await self._acquire(loop, connect_deadline, fresh=False)
+        conn = await self._acquire(loop, connect_deadline, fresh=False, wait_deadline=wait_deadline)
         try:
-            return await self._exchange(conn, method, head, body, length, streamed, deadline)
+            return await self._exchange(conn, method, head, body, length, streamed, deadline, cancel)
         except UpstreamConnectError:
             # The keep-alive race: the upstream closed a reused connection as we sent on it. Nothing
             # was answered, so a replayable idempotent request goes once more on a new connection.
             if not conn.served or streamed or method not in IDEMPOTENT:
                 raise
         conn = await self._acquire(loop, min(loop.time() + connect_timeout, deadline), fresh=True)
-        return await self._exchange(conn, method, head, body, length, streamed, deadline)
+        return await self._exchange(conn, method, head, body, length, streamed, deadline, cancel)
 
     async def _exchange(self, conn: Conn, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None,
-                        length: int | None, streamed: bool, deadline: float) -> H1Response:
+                        length: int | None, streamed: bool, deadline: float,
+                        cancel: Cancel | None = None) -> H1Response:
         conn.start(method == "HEAD", deadline)
         try:
+            if cancel is not None:
+                cancel.conn = conn
+                if cancel.fired:
+                    raise UpstreamCancelled("the exchange was cancelled")
             if conn.closed:
                 raise UpstreamConnectError("the upstream closed the connection before the request")
             transport: asyncio.Transport = conn.transport  # type: ignore[assignment]
@@ -114,7 +123,10 @@ class H1Pool:
             raise
 
     # --- slots and idle stack -----------------------------------------------------------------
-    async def _acquire(self, loop: asyncio.AbstractEventLoop, connect_deadline: float, fresh: bool) -> Conn:
+    async def _acquire(self, loop: asyncio.AbstractEventLoop, connect_deadline: float, fresh: bool,
+                       wait_deadline: float | None = None) -> Conn:
+        saturated = wait_deadline is not None and wait_deadline < connect_deadline
+        wait_until = wait_deadline if saturated else connect_deadline
         while True:
             if self._closed:
                 raise UpstreamConnectError("the upstream pool is closed")
@@ -133,7 +145,7 @@ class H1Pool:
                 return await self._connect(loop, connect_deadline)
             fut: asyncio.Future[Conn | None] = loop.create_future()
             self._waiters.append(fut)
-            timer = loop.call_at(connect_deadline, _expire, fut)
+            timer = loop.call_at(wait_until, _expire, fut, saturated)  # type: ignore[arg-type]
             try:
                 got = await fut
             except BaseException:

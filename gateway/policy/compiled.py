@@ -24,6 +24,9 @@ class CompiledRoute:
     total_timeout: float
     body_read_timeout: float
     forward_token: bool = False
+    body_total_timeout: float = 30.0
+    stream_idle_timeout: float = 60.0
+    request_buffering: bool = True
     roles: frozenset[str] | None = None
     scopes: frozenset[str] | None = None
     tenant: Any = None  # gateway.tenant.TenantBinder

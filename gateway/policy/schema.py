@@ -28,11 +28,14 @@ class Strict(BaseModel):
 
 
 class Timeouts(Strict):
-    """Upstream timeouts in seconds; `body_read` bounds each wait for a client body chunk."""
+    """Timeouts in seconds. `body_read` bounds each wait for a client body chunk, `body_total` the
+    whole body; `stream_idle` ends a response whose upstream stays silent that long mid-body."""
 
     connect: float | None = Field(default=None, gt=0, le=60)
     total: float | None = Field(default=None, gt=0, le=3600)
     body_read: float | None = Field(default=None, gt=0, le=600)
+    body_total: float | None = Field(default=None, gt=0, le=3600)
+    stream_idle: float | None = Field(default=None, gt=0, le=3600)
 
 
 class UpstreamSpec(Strict):
@@ -41,6 +44,8 @@ class UpstreamSpec(Strict):
     name: str = Field(default="upstream", min_length=1, max_length=64)
     pool_size: int = Field(default=256, ge=1, le=10000)
     keepalive_seconds: float = Field(default=30, gt=0, le=600)
+    # Longest wait for a free upstream connection before 503 upstream.saturated.
+    pool_wait: float = Field(default=1.0, gt=0, le=60)
 
     @field_validator("url")
     @classmethod
@@ -52,7 +57,7 @@ class UpstreamSpec(Strict):
 
 class Defaults(Strict):
     max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=0, le=1 << 34)
-    timeouts: Timeouts = Timeouts(connect=2.0, total=30.0, body_read=15.0)
+    timeouts: Timeouts = Timeouts(connect=2.0, total=30.0, body_read=15.0, body_total=30.0, stream_idle=60.0)
 
 
 class Limits(Strict):
@@ -63,6 +68,15 @@ class Limits(Strict):
     max_headers: int = Field(default=100, ge=10, le=1000)
     max_in_flight: int = Field(default=1024, ge=1, le=1_000_000)
     shed_retry_after: int = Field(default=1, ge=1, le=600)
+    # Fair share of the upstream, per worker: in-flight upstream requests of one org (or, without an
+    # identity, of one client address) before 429 ratelimit.concurrency.
+    max_in_flight_per_org: int = Field(default=64, ge=1, le=1_000_000)
+    # Request body bytes held in buffers by one worker; past it, new bodies get 503.
+    max_buffered_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, le=1 << 40)
+    # Client connections: the request head must arrive within `header_timeout`; a worker keeps at
+    # most `max_connections` open and closes new ones at once beyond that.
+    header_timeout: float = Field(default=10.0, gt=0, le=600)
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
 
 
 class AuditSpec(Strict):
@@ -123,6 +137,9 @@ class RouteSpec(Strict):
     max_body_bytes: int | None = Field(default=None, ge=0, le=1 << 34)
     timeouts: Timeouts | None = None
     forward_token: bool = False
+    # True (default): the body is read whole at the edge before an upstream connection is taken.
+    # False: streamed to the upstream as it arrives (large uploads); the fairness limits bound it.
+    request_buffering: bool = True
     description: str | None = None
     validate_body: bool | None = Field(default=None, alias="validate")  # None: the `api.validate` default
     deprecated: DeprecationSpec | None = None

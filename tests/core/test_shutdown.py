@@ -56,3 +56,74 @@ def test_two_workers_sigterm_completes_in_flight(core_policy: str, upstream: Pro
         assert g.wait(20) == 0
     finally:
         g.stop()
+
+
+def test_drain_closes_keep_alive_connections_without_failing_a_reused_one(core_policy: str, upstream: Proc) -> None:
+    """Keep-alive clients hammering the gateway through a SIGTERM: every response from the drain
+    on carries `Connection: close`, so no request is ever sent on a connection the gateway closes.
+    A refused *new* connection after the listener closed is expected; a failure on a reused
+    connection is the bug."""
+    import http.client
+    import select
+    import threading
+
+    g = start_gateway(core_policy, upstream.url, {"GATEWAY_DRAIN_DELAY": "2", "GATEWAY_GRACE_TIMEOUT": "10"})
+    stop = threading.Event()
+    stats = {"ok": 0, "closed_by_header": 0, "reused_failures": 0, "idle_closed_failures": 0}
+    lock = threading.Lock()
+
+    def client(idle: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        served = 0
+        while not stop.is_set():
+            if conn is not None and conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+                # What urllib3 and httpx do before reusing a pooled connection: the server closed
+                # it while idle, so it is dropped, not written to.
+                conn.close()
+                conn = None
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+                served = 0
+            try:
+                conn.request("GET", "/v1/echo")
+                resp = conn.getresponse()
+                resp.read()
+            except (ConnectionRefusedError, OSError) as exc:
+                with lock:
+                    if served and not isinstance(exc, ConnectionRefusedError):
+                        stats["reused_failures"] += 1
+                conn.close()
+                conn = None
+                if isinstance(exc, ConnectionRefusedError):
+                    return  # the listener is closed: done
+                continue
+            served += 1
+            with lock:
+                stats["ok"] += 1
+            if resp.getheader("connection", "").lower() == "close":
+                with lock:
+                    stats["closed_by_header"] += 1
+                conn.close()
+                conn = None
+            # One client idles long between requests: its idle connection is closed by the
+            # drain, and http.client then sees a clean close (never a half-sent request).
+            time.sleep(3.0 if idle else 0.02)
+        if conn is not None:
+            conn.close()
+
+    try:
+        threads = [threading.Thread(target=client, args=(i == 0,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        g.signal(signal.SIGTERM)
+        for t in threads:
+            t.join(30)
+        stop.set()
+        assert g.wait(20) == 0
+    finally:
+        stop.set()
+        g.stop()
+    assert stats["ok"] > 20
+    assert stats["closed_by_header"] >= 4, stats
+    assert stats["reused_failures"] == 0, stats

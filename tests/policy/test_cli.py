@@ -35,7 +35,7 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> s
 def test_check_shipped_policy_exits_zero() -> None:
     r = run("check", str(SHIPPED))
     assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.startswith("OK: 17 routes")
+    assert r.stdout.startswith("OK: 18 routes")
 
 
 def test_check_defaults_to_the_policy_dir_setting() -> None:
@@ -88,7 +88,7 @@ def test_routes_prints_every_route_id() -> None:
     ids = {line.split()[0] for line in r.stdout.splitlines()[1:] if line.strip()}
     assert ids == {
         "agents.list", "agents.create", "agents.read", "agents.update", "agents.delete",
-        "jobs.list", "jobs.create", "jobs.read",
+        "jobs.list", "jobs.create", "jobs.read", "jobs.events",
         "crm.connections.list", "crm.connections.create", "crm.connections.modify", "crm.connections.sync",
         "kommo.oauth.authorize", "kommo.oauth.callback",
         "webhooks.kommo", "webhooks.kommo_chat", "webhooks.kommo_revoked",
@@ -99,7 +99,7 @@ def test_routes_json_parses() -> None:
     r = run("routes", "--json", str(SHIPPED))
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
-    assert len(rows) == 17
+    assert len(rows) == 18
     by_id = {row["id"]: row for row in rows}
     assert by_id["agents.read"]["path"] == "/v1/agents/{agentId}"
     assert by_id["agents.read"]["upstream"] == "/agents/{agentId}"

@@ -370,7 +370,7 @@ def test_production_refuses_the_development_defaults() -> None:
 def test_production_accepts_real_secrets() -> None:
     env = {"KOMMO_WEBHOOK_SECRET": "w" * 40, "KOMMO_CHANNEL_SECRET": "c" * 40,
            "KOMMO_CLIENT_ID": "11111111-2222-3333-4444-555555555555", "KOMMO_CLIENT_SECRET": "s" * 40}
-    assert len(load_ok(SHIPPED, env, production=True).routes) == 17
+    assert len(load_ok(SHIPPED, env, production=True).routes) == 18
 
 
 def test_webhook_total_timeout_defaults_to_at_most_two_seconds(tmp_path: Path) -> None:
@@ -395,7 +395,7 @@ def test_webhook_total_timeout_defaults_to_at_most_two_seconds(tmp_path: Path) -
 PUBLIC_API = {
     ("GET", "/v1/agents"), ("POST", "/v1/agents"),
     ("GET", "/v1/agents/{agentId}"), ("PATCH", "/v1/agents/{agentId}"), ("DELETE", "/v1/agents/{agentId}"),
-    ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{jobId}"),
+    ("GET", "/v1/jobs"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/{jobId}"), ("GET", "/v1/jobs/{jobId}/events"),
     ("GET", "/v1/crm/connections"), ("POST", "/v1/crm/connections"),
     ("PATCH", "/v1/crm/connections/{connectionId}"), ("DELETE", "/v1/crm/connections/{connectionId}"),
     ("POST", "/v1/crm/connections/{connectionId}/sync"),

@@ -1,0 +1,156 @@
+"""The client side of the wire: uvicorn's httptools protocol with the gateway's connection hygiene.
+
+A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per worker:
+- a deadline for the request head (`limits.header_timeout`), from the connection's first byte or
+  from the first byte of a keep-alive request: a client that sends nothing, or half a head, is
+  closed (408 problem+json when a partial head arrived). Idle keep-alive is uvicorn's own timer.
+- a cap on open client connections (`limits.max_connections`): beyond it a new connection is closed
+  at once and counted (`gateway_connections_refused_total`).
+- the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
+  uvicorn's `400 text/plain`.
+- protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
+  which refuses it with a 4xx problem+json (and no warning per request in the server log).
+- `scope["gateway.drop_connection"]`: lets the forwarder end a response that broke mid-body (the
+  client sees the truncation) without an error-level traceback for an upstream's misbehaviour.
+- drain: `drain()` closes idle keep-alive connections; responses already carry `Connection: close`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from os import urandom
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from gateway.errors import BadRequest, GatewayError, HeaderTimeout
+
+# Idle keep-alive connections older than this are closed when the drain starts; younger ones get
+# this long to send their next request (answered with `Connection: close`).
+DRAIN_IDLE_GRACE = 1.0
+
+
+def problem_bytes(err: GatewayError) -> bytes:
+    rid = urandom(12).hex()
+    body = err.body(rid)
+    return b"".join([
+        STATUS_LINE[err.status], b"content-type: application/problem+json\r\n",
+        b"content-length: %d\r\n" % len(body), b"x-request-id: ", rid.encode(), b"\r\n",
+        b"cache-control: no-store\r\nconnection: close\r\n\r\n", body,
+    ])
+
+
+def _drop(cycle: RequestResponseCycle) -> None:
+    cycle.disconnected = True  # uvicorn: nothing more to send, nothing to log
+    cycle.keep_alive = False
+    cycle.transport.close()
+
+
+class GatewayProtocol(HttpToolsProtocol):
+    """Per-connection protocol; `gateway` (the app, for its live policy) is set by `protocol_for`."""
+
+    gateway: Any = None
+    on_refused: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.in_head = False
+        self.idle_since = self.loop.time()
+
+    def _limits(self) -> Any:
+        gw = self.gateway
+        return gw.policy.limits if gw is not None else None
+
+    # --- connections ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        limits = self._limits()
+        if limits is not None and len(self.connections) >= limits.max_connections:
+            self.transport = transport
+            transport.close()
+            if self.on_refused is not None:
+                self.on_refused()
+            return
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        if self.flow is None:  # refused in connection_made: uvicorn never set it up
+            self.connections.discard(self)
+            return
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        limits = self._limits()
+        if self.head_timer is None and limits is not None:
+            self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
+
+    def _head_timeout(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if self.in_head and not busy:
+            self.transport.write(problem_bytes(HeaderTimeout(detail="the request head did not arrive in time")))
+        if not busy or self.in_head:
+            self.transport.close()
+
+    # --- parser callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head = True
+        self._arm_head_timer()
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        cycle.scope["gateway.drop_connection"] = lambda: _drop(cycle)  # type: ignore[typeddict-unknown-key]
+        super()._start_asgi_task(cycle, app)
+
+    def on_response_complete(self) -> None:
+        self.idle_since = self.loop.time()
+        super().on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self.transport.write(problem_bytes(BadRequest("request.invalid", "the request is not valid HTTP/1.1")))
+        self.transport.close()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        pass  # the pipeline refuses the upgrade (request.upgrade_not_allowed) and records it
+
+    # --- drain ---------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """uvicorn's shutdown closes a connection with no request yet at once, resetting one whose
+        request bytes are in flight; treat it as the drain does (uvicorn waits for it to close)."""
+        self.drain()
+
+    def drain(self) -> None:
+        """Draining started: close this connection now if it sits idle, else soon after its next
+        response (which carries `Connection: close`)."""
+        self.timeout_keep_alive = min(self.timeout_keep_alive, int(DRAIN_IDLE_GRACE))
+        if self.transport is None or self.transport.is_closing() or self.in_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+            return
+        idle_for = self.loop.time() - self.idle_since
+        if idle_for >= DRAIN_IDLE_GRACE:
+            self.transport.close()
+            return
+        self._unset_keepalive_if_required()
+        self.timeout_keep_alive_task = self.loop.call_later(DRAIN_IDLE_GRACE - idle_for,
+                                                            self.timeout_keep_alive_handler)
+
+
+def protocol_for(gateway: Any, on_refused: Any = None) -> type[GatewayProtocol]:
+    """A protocol class bound to this worker's gateway (its live policy limits)."""
+    return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway, "on_refused": on_refused})
