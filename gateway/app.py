@@ -13,6 +13,7 @@ from typing import Any
 from gateway.accesslog import AccessLog
 from gateway.audit import AuditKeyError, AuditKeys, AuditLog
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
+from gateway.auth.sources import bind_algorithms, build_verifier
 from gateway.clientaddr import TrustedProxies
 from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
@@ -39,8 +40,9 @@ from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
 from gateway.policy.schema import AuditSpec
+from gateway.preflight import effective_jwt_policy
 from gateway.ratelimit import RateLimiter, RateLimitSettings
-from gateway.settings import Settings, effective_env
+from gateway.settings import Settings, effective_env, key_sources
 from gateway.tracing import tracer_from_env
 from gateway.webhooks import DedupeStore, dedupe_store_from_url
 
@@ -84,11 +86,13 @@ class Gateway:
                               checkpoint_interval=settings.audit_checkpoint_interval,
                               redis_url=settings.redis_url, on_segment=self.metrics.audit_segment)
         self.jwt_policy: JwtPolicy | None = self._jwt_policy(self.policy)
+        self.key_sources = key_sources(settings)
         self.jwks: JwksCache | None = None
-        if self.jwt_policy is not None and not self.jwt_policy.uses_hmac and settings.jwt_jwks_url:
+        if self.jwt_policy is not None and settings.jwt_jwks_url:
             p = self.jwt_policy
+            bound = bind_algorithms(p, self.key_sources)  # JwtConfigError: one line naming the variable
             self.jwks = JwksCache(settings.jwt_jwks_url, p.jwks_refresh_seconds, p.jwks_cooldown_seconds,
-                                  5.0, p.algorithms)
+                                  5.0, bound.asymmetric)
         self.limiter: RateLimiter | None = None
         self.reloader = Reloader(self)
         org_claim = self.jwt_policy.org_claim if self.jwt_policy else "org_id"
@@ -137,23 +141,13 @@ class Gateway:
         return self.policy
 
     def _jwt_policy(self, policy: CompiledPolicy) -> JwtPolicy | None:
-        auth = policy.sections.get("compiled.auth")
-        jwt = getattr(auth, "jwt", None)
-        if jwt is None:
-            return None
-        # Environment wins where the policy is silent (the GATEWAY_JWT_* variables).
-        updates: dict[str, object] = {}
-        if not jwt.issuer:
-            updates["issuer"] = self.settings.jwt_issuer or None
-        if not jwt.audience and self.settings.jwt_audience:
-            updates["audience"] = self.settings.jwt_audience
-        return jwt.model_copy(update=updates) if updates else jwt  # type: ignore[no-any-return]
+        # Environment wins where the policy is silent (issuer, audience); shared with `gateway check`.
+        return effective_jwt_policy(policy, self.settings)
 
     def _build_verifier(self, jwt: JwtPolicy | None) -> JwtVerifier | None:
         if jwt is None:
             return None
-        secret = self.settings.effective_jwt_secret() if jwt.uses_hmac else None
-        return JwtVerifier(jwt, hs_secret=secret, jwks=self.jwks)
+        return build_verifier(jwt, self.key_sources, self.jwks)
 
     def identity_for(self, ctx: RequestContext) -> str | None:
         route = ctx.route
@@ -180,7 +174,7 @@ class Gateway:
         app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization
-                         jwt.scope_claim if jwt else "scope")
+                         jwt.scope_claim if jwt else "scope", roles=jwt.roles if jwt else None)
         app = TenantStage(app, org_claim)                               # 8 tenant binding
         app = WebhookStage(app, lambda: self.dedupe,                    # 7 webhook verification
                            self.metrics.webhook, self.metrics.redis_error,

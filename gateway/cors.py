@@ -65,7 +65,23 @@ def _parse_origin(raw: str, production: bool) -> tuple[str, str, str]:
         raise ValueError(
             f"{raw!r}: bad host (letters, digits, '-' and '.' only; no empty label or trailing dot)"
         )
+    if production and _placeholder_host(host):
+        raise ValueError(f"{raw!r}: example / local origins are refused in production "
+                         "(set the real ones in GATEWAY_CORS_ORIGINS, comma-separated)")
     return scheme, host, port
+
+
+# Documentation and loopback hosts (RFC 2606 / 6761): a shipped placeholder or a developer's
+# machine, never the browser app of a production deployment.
+_PLACEHOLDER_DOMAINS = ("example.com", "example.org", "example.net", "example", "localhost", "test",
+                        "invalid")
+
+
+def _placeholder_host(host: str) -> bool:
+    bare = host.removeprefix("*.").strip("[]")
+    if bare in ("127.0.0.1", "::1", "0.0.0.0") or bare.startswith("127."):
+        return True
+    return any(bare == d or bare.endswith("." + d) for d in _PLACEHOLDER_DOMAINS)
 
 
 def _tokens(values: list[str], what: str, *, upper: bool = False) -> list[str]:
@@ -84,6 +100,14 @@ def _tokens(values: list[str], what: str, *, upper: bool = False) -> list[str]:
 
 class _CorsFields(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("allow_origins", mode="before", check_fields=False)
+    @classmethod
+    def _comma_separated(cls, v: object) -> object:
+        # `allow_origins: ${GATEWAY_CORS_ORIGINS}` expands to one comma-separated string.
+        if isinstance(v, str):
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
 
     @field_validator("allow_origins", mode="after", check_fields=False)
     @classmethod

@@ -170,6 +170,15 @@ class TenantMissingClaim(Forbidden):
     reason = "tenant.missing_claim"
 
 
+class UnknownRole(Forbidden):
+    """The token's role claim is missing or not one of the roles the policy declares."""
+
+    reason = "authz.unknown_role"
+
+    def __init__(self, detail: str | None = None, **kw: object) -> None:
+        super().__init__(None, detail or "your token carries no role this service knows", **kw)  # type: ignore[arg-type]
+
+
 class Ambiguous(BadRequest):
     reason = "request.ambiguous"
 

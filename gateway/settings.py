@@ -5,7 +5,12 @@ Development defaults are marked as such and refused when `GATEWAY_ENV=production
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +20,44 @@ DEV_MARKER = "dev-only-"
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32
+MIN_DISTINCT_CHARS = 16
+MIN_DISTINCT_HEX = 8
+_HEX = frozenset("0123456789abcdef")
+
+if TYPE_CHECKING:
+    from gateway.auth.sources import KeySources
+
+
+def weak_secret(value: str) -> str | None:
+    """Why a secret is plainly guessable (production refuses it), or None.
+
+    Length alone is not enough: 32 x "a" or "abcd" x 8 pass a length check and fall to the first
+    guess. So: at least MIN_SECRET_BYTES bytes, MIN_DISTINCT_CHARS distinct characters, and not
+    a shorter pattern repeated.
+    """
+    if value.startswith(DEV_MARKER):
+        return "is a development default"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    return guessable_secret(value)
+
+
+def guessable_secret(value: str) -> str | None:
+    """The pattern part of `weak_secret`: too few distinct characters, or a pattern repeated.
+
+    Hex-encoded random keys (`openssl rand -hex 32`) use a 16-character alphabet, so a random one
+    often shows fewer than 16 distinct characters; for them the floor is MIN_DISTINCT_HEX (a random
+    32-character hex key falls below it with probability under 1e-6).
+    """
+    distinct = len(set(value))
+    floor = MIN_DISTINCT_HEX if set(value.lower()) <= _HEX else MIN_DISTINCT_CHARS
+    if distinct < floor:
+        return f"has only {distinct} distinct characters (a weak, guessable value; at least {floor} needed)"
+    # Smallest period: a string that is a shorter pattern repeated equals itself rotated by it.
+    period = (value + value).find(value, 1)
+    if period < len(value):
+        return f"is a {period}-character pattern repeated (a weak, guessable value)"
+    return None
 
 
 class Settings(BaseSettings):
@@ -69,7 +112,7 @@ class Settings(BaseSettings):
             return self.identity_secret
         return "" if self.production else DEV_IDENTITY_SECRET
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[str]:  # noqa: C901 - one list of independent rules
         """What stops a start: malformed settings always; dev defaults and weak secrets in production."""
         out: list[str] = []
         from gateway.clientaddr import TrustedProxies
@@ -96,11 +139,92 @@ class Settings(BaseSettings):
                 continue
             if not value:
                 out.append(f"{name} must be set in production")
-            elif value.startswith(DEV_MARKER):
-                out.append(f"{name} is a development default; refused in production")
-            elif len(value.encode()) < MIN_SECRET_BYTES:
-                out.append(f"{name} is shorter than {MIN_SECRET_BYTES} bytes; refused in production")
+            elif (why := weak_secret(value)) is not None:
+                out.append(f"{name} {why}; refused in production")
+        if self.identity_secret and self.identity_secret == self.jwt_secret:
+            # Whoever can mint user tokens could then mint upstream identity assertions directly.
+            out.append("GATEWAY_IDENTITY_SECRET equals GATEWAY_JWT_SECRET; each key must be distinct "
+                       "(refused in production)")
         return out
+
+    def jwks_problem(self) -> str | None:
+        if not self.jwt_jwks_url:
+            return None
+        from gateway.auth.sources import jwks_url_problem
+
+        return jwks_url_problem(self.jwt_jwks_url, self.production)
+
+    def redis_problem(self) -> str | None:
+        """Syntax of GATEWAY_REDIS_URL (no connection is made)."""
+        return redis_url_problem(self.redis_url) if self.redis_url else None
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", "rediss+cluster",
+                  "rediss+sentinel", "redis+unix")
+
+
+def redis_url_problem(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"GATEWAY_REDIS_URL is not a valid URL ({exc})"
+    if parts.scheme not in _REDIS_SCHEMES:
+        return f"GATEWAY_REDIS_URL must start with redis:// or rediss:// (got {url.split(':', 1)[0]!r}:)"
+    if "unix" not in parts.scheme and not parts.hostname:
+        return "GATEWAY_REDIS_URL names no host"
+    return None
+
+
+def key_sources(settings: Settings) -> KeySources:
+    """The JWT key sources this environment configures (development default secret included)."""
+    from gateway.auth.sources import KeySources
+
+    return KeySources(secret=settings.effective_jwt_secret(), jwks_url=settings.jwt_jwks_url or None,
+                      secret_explicit=bool(settings.jwt_secret))
+
+
+# GATEWAY_* variables read outside `Settings` (by the shipped policy through ${VAR}, or by scripts).
+KNOWN_EXTRA_VARIABLES = frozenset({
+    "GATEWAY_CORS_ORIGINS", "GATEWAY_REPLICAS", "GATEWAY_JWT_ORG_CLAIM", "GATEWAY_JWT_ROLE_CLAIM",
+})
+_VAR_IN_SOURCE = re.compile(rb"\bGATEWAY_[A-Z0-9_]+\b")
+
+
+def _variables_named_in_package() -> set[str]:
+    # Anything the gateway's own code names is read somewhere (other modules read a few variables
+    # directly); this keeps the warning free of false alarms as features are added.
+    names: set[str] = set()
+    for path in Path(__file__).resolve().parent.rglob("*.py"):
+        try:
+            names.update(m.decode() for m in _VAR_IN_SOURCE.findall(path.read_bytes()))
+        except OSError:
+            continue
+    return names
+
+
+def unknown_variable_warnings(environ: Mapping[str, str] | None = None,
+                              referenced: Iterable[str] = ()) -> list[str]:
+    """One warning per GATEWAY_* variable nothing reads (usually a typo), with a suggestion."""
+    env = os.environ if environ is None else environ
+    given = sorted(k for k in env if k.startswith("GATEWAY_"))
+    if not given:
+        return []
+    known = {f"GATEWAY_{name.upper()}" for name in Settings.model_fields}
+    known |= KNOWN_EXTRA_VARIABLES | set(referenced)
+    unknown = [k for k in given if k not in known]
+    if unknown:
+        known |= _variables_named_in_package()
+    out = []
+    for name in unknown:
+        if name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{name} is set but no part of the gateway reads it{hint}")
+    return out
 
 
 # Development values for the secrets the shipped policy names, so the first README command runs
@@ -123,3 +247,13 @@ def effective_env(settings: Settings, environ: dict[str, str] | None = None) -> 
         for key, value in DEV_ENV_DEFAULTS.items():
             env.setdefault(key, value)
     return env
+
+
+def load_settings_quietly() -> Settings | None:
+    """Settings, or None when the environment is malformed (for tools that can do without)."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError:
+        return None

@@ -10,9 +10,10 @@
 Every refusal is `gateway.errors.Unauthorized` with an `auth.*` reason.
 """
 
+from gateway.auth.claims import claim_at, claim_text
 from gateway.auth.config import JwtConfigError, JwtPolicy
 from gateway.auth.dev import mint_dev_token
-from gateway.auth.identity import IdentitySigner, claim_at
+from gateway.auth.identity import IdentitySigner
 from gateway.auth.jwks import JwksCache
 from gateway.auth.jws import SignatureVerifier
 from gateway.auth.jwt_verifier import JwtVerifier
@@ -29,6 +30,7 @@ __all__ = [
     "StaticKeySet",
     "VerifyKey",
     "claim_at",
+    "claim_text",
     "load_jwk",
     "mint_dev_token",
 ]

@@ -1,10 +1,12 @@
 """The `auth.jwt` section of the policy file, validated once at load.
 
 Threat model for the algorithm allowlist: the token header is attacker-controlled, so the set of
-accepted algorithms comes from here and never from the token. `none` is refused in any casing, and
-HMAC may not be mixed with asymmetric algorithms in one allowlist (the classic confusion attack
-signs an HS256 token with the RSA/EC *public* key; a policy that only knows one family cannot be
-talked into the other).
+accepted algorithms comes from here and never from the token. `none` is refused in any casing.
+The allowlist may name HMAC and asymmetric algorithms together (a migration from a shared secret to
+signing keys accepts both for a while): each family is bound to its own key source
+(`gateway.auth.sources`), HMAC only to `GATEWAY_JWT_SECRET` and asymmetric algorithms only to keys
+of the JWKS, so the classic confusion attack (an HS256 token signed with the RSA/EC *public* key)
+finds no key to succeed with.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ SUPPORTED_ALGORITHMS = HMAC_ALGORITHMS | ASYMMETRIC_ALGORITHMS
 _CLAIM_PATH = re.compile(r"[A-Za-z0-9_:/\-]+(\.[A-Za-z0-9_:/\-]+)*")
 
 
+# The shipped allowlist: whatever the configured key sources support (HS256 with the secret;
+# RS256 / ES256 / EdDSA with keys of the JWKS). Also the default when a policy omits `algorithms`.
+DEFAULT_ALGORITHMS = ("HS256", "RS256", "ES256", "EdDSA")
+# Role values of the shipped policy (`auth.jwt.roles`).
+DEFAULT_ROLES = ("owner", "admin", "member", "viewer")
+
+
 class JwtConfigError(ValueError):
     """The verifier was built from inconsistent parts (e.g. HS256 allowed but no secret)."""
 
@@ -33,7 +42,7 @@ class JwtPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    algorithms: list[str] = Field(min_length=1)
+    algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS), min_length=1)
     issuer: str | None = None
     audience: str | list[str] | None = None
     leeway_seconds: int = Field(default=30, ge=0, le=300)
@@ -46,6 +55,10 @@ class JwtPolicy(BaseModel):
     jwks_cooldown_seconds: int = Field(default=30, ge=1)
     cache_size: int = Field(default=10000, ge=0, le=1_000_000)
     required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
+    # Role values the team uses (default: the four of the token contract). Routes may only name
+    # these; a token whose role claim is missing or not one of them is refused with
+    # 403 authz.unknown_role on every JWT route.
+    roles: list[str] = Field(default_factory=lambda: list(DEFAULT_ROLES))
 
     @field_validator("algorithms")
     @classmethod
@@ -60,13 +73,19 @@ class JwtPolicy(BaseModel):
                 raise ValueError(f'unknown algorithm "{alg}"{extra}; allowed: {sorted(SUPPORTED_ALGORITHMS)}')
             if alg not in out:
                 out.append(alg)
-        hmac = [a for a in out if a in HMAC_ALGORITHMS]
-        if hmac and len(hmac) != len(out):
-            raise ValueError(
-                "HMAC algorithms cannot be mixed with asymmetric ones "
-                f"({hmac} with {[a for a in out if a not in HMAC_ALGORITHMS]})"
-            )
         return out
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("roles must list at least one role (or be omitted)")
+        for role in value:
+            if not isinstance(role, str) or not role.strip() or role != role.strip():
+                raise ValueError(f"role {role!r} must be a non-empty name without surrounding spaces")
+        if len(set(value)) != len(value):
+            raise ValueError("roles lists a value twice")
+        return value
 
     @field_validator("audience")
     @classmethod
@@ -102,6 +121,10 @@ class JwtPolicy(BaseModel):
     @property
     def uses_hmac(self) -> bool:
         return any(a in HMAC_ALGORITHMS for a in self.algorithms)
+
+    @property
+    def uses_asymmetric(self) -> bool:
+        return any(a in ASYMMETRIC_ALGORITHMS for a in self.algorithms)
 
     @property
     def audiences(self) -> frozenset[str]:

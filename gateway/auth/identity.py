@@ -21,26 +21,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.auth.claims import claim_at, claim_text
+
+__all__ = ["ISSUER", "MAX_LIFETIME", "IdentitySigner", "claim_at", "claim_text"]
+
 ISSUER = "edge-gateway"
 MAX_LIFETIME = 60
 _HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
-
-
-def claim_at(claims: Mapping[str, Any] | None, path: str) -> Any:
-    """Value at a dotted claim path (`app_metadata.org_id`), or None.
-
-    An exact top-level member wins, so namespaced claims such as `https://x.example/org` work.
-    """
-    if not claims:
-        return None
-    if path in claims:
-        return claims[path]
-    node: Any = claims
-    for name in path.split("."):
-        if not isinstance(node, Mapping) or name not in node:
-            return None
-        node = node[name]
-    return node
 
 
 def _scalar(value: Any) -> str | None:
@@ -83,8 +70,10 @@ class IdentitySigner:
         if claims is None:
             key: tuple[str | None, ...] = ("service", route_id)
         else:
-            key = (_scalar(claims.get("sub")), _scalar(claim_at(claims, org_claim_path)),
-                   _scalar(claim_at(claims, role_claim)))
+            # The same reader as tenant binding and authorization: the upstream is told exactly
+            # the org the tenant stage checked.
+            key = (_scalar(claims.get("sub")), claim_text(claims, org_claim_path),
+                   claim_text(claims, role_claim))
         tail = self._tails.get(key)
         if tail is None:
             if claims is None:

@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import httpx
@@ -40,7 +40,7 @@ class JwksCache:
         refresh_seconds: float = 300,
         cooldown_seconds: float = 30,
         http_timeout: float = 5.0,
-        allowed_algorithms: frozenset[str] | set[str] | list[str] = frozenset(),
+        allowed_algorithms: Iterable[str] = frozenset(),
         *,
         client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -73,7 +73,7 @@ class SignatureVerifier:
 
     def __init__(
         self,
-        algorithms: list[str] | frozenset[str],
+        algorithms: list[str] | tuple[str, ...] | frozenset[str],
         max_token_bytes: int,
         hs_secret: str | bytes | None = None,
         keys: KeySource | None = None,
@@ -82,10 +82,9 @@ class SignatureVerifier:
         self.max_token_bytes = max_token_bytes
         self._keys = keys
         self._hmac_key: bytes | None = None
-        uses_hmac = bool(self.algorithms & HMAC_ALGORITHMS)
-        if uses_hmac and self.algorithms - HMAC_ALGORITHMS:
-            raise JwtConfigError("HMAC and asymmetric algorithms cannot share one verifier")
-        if uses_hmac:
+        # Each family is bound to its own key source: HMAC algorithms to the secret only,
+        # asymmetric ones to the key set only (see gateway.auth.sources).
+        if self.algorithms & HMAC_ALGORITHMS:
             if not hs_secret:
                 raise JwtConfigError("an HMAC algorithm is allowed but no secret is configured")
             # pyjwt refuses PEM, DER, SSH and JWK-shaped secrets: a public key must never become
@@ -94,7 +93,7 @@ class SignatureVerifier:
                 self._hmac_key = _ALGORITHMS["HS256"].prepare_key(hs_secret)
             except Exception as exc:
                 raise JwtConfigError(f"unusable HMAC secret: {exc}") from None
-        elif keys is None:
+        if self.algorithms - HMAC_ALGORITHMS and keys is None:
             raise JwtConfigError("an asymmetric algorithm is allowed but no key set (JWKS) is configured")
 
     def verify_signature(self, token: str) -> tuple[dict[str, Any], bytes]:
@@ -142,7 +141,8 @@ class SignatureVerifier:
             raise Unauthorized("auth.bad_header", "token kid is not a string")
 
     def _key_for(self, header: Mapping[str, Any], alg: str) -> Any:
-        if self._hmac_key is not None:
+        if alg in HMAC_ALGORITHMS:
+            # On the allowlist, so the secret exists (checked at build); a `kid` plays no part.
             return self._hmac_key
         keys = self._keys.keys if self._keys is not None else {}
         kid = header.get("kid")
@@ -160,13 +160,13 @@ class SignatureVerifier:
             raise Unauthorized("auth.bad_algorithm", "token algorithm does not fit its key")
         return entry.key
 
-    def current_key(self, kid: str | None) -> Any:
+    def current_key(self, kid: str | None, alg: str | None = None) -> Any:
         """The key object `kid` resolves to right now (None for HMAC or when gone).
 
         The token cache compares it by identity with the key a token was verified with, so a key
         removed or rotated out of the JWKS stops vouching for cached tokens at once.
         """
-        if self._hmac_key is not None or self._keys is None:
+        if alg in HMAC_ALGORITHMS or self._keys is None:
             return None
         keys = self._keys.keys
         if kid is None:

@@ -49,9 +49,13 @@ class JwtVerifier:
         policy: JwtPolicy,
         hs_secret: str | bytes | None = None,
         jwks: KeySource | None = None,
+        algorithms: list[str] | tuple[str, ...] | None = None,
     ) -> None:
+        # `algorithms`: the allowlist narrowed to what the configured sources verify
+        # (`sources.bind_algorithms`); the policy's whole list when not given.
         self.policy = policy
-        self._sig = SignatureVerifier(policy.algorithms, policy.max_token_bytes, hs_secret, jwks)
+        self.algorithms = tuple(policy.algorithms if algorithms is None else algorithms)
+        self._sig = SignatureVerifier(self.algorithms, policy.max_token_bytes, hs_secret, jwks)
         self._leeway = policy.leeway_seconds
         self._max_age = policy.max_age_seconds
         self._issuer = policy.issuer
@@ -88,7 +92,7 @@ class JwtVerifier:
         exp, iat = self._check_claims(claims, now)
         if self._cache_size:
             kid = header.get("kid")
-            self._cache[token] = (claims, exp, iat, kid, self._sig.current_key(kid))
+            self._cache[token] = (claims, exp, iat, kid, self._sig.current_key(kid, header.get("alg")))
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return dict(claims)

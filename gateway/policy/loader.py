@@ -16,6 +16,7 @@ from gateway.errors import PolicyError
 from gateway.policy.compiled import CompiledPolicy, CompiledRoute, digest_of
 from gateway.policy.router import PathTemplate, RouteTable
 from gateway.policy.schema import MUTATING, Defaults, Limits, PolicyFile, RouteSpec, UpstreamSpec
+from gateway.policy.suggest import close_match, suggestion_for
 from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml
 
 
@@ -32,6 +33,10 @@ class LoadContext:
         self.digest_files: list[tuple[str, str]] = []
         # Objects shared by all routes (e.g. the global CORS policy), built by a compiler once.
         self.shared: dict[str, Any] = {}
+        # Sections that failed validation: what depends on them is not checked again, so one root
+        # cause gives one message (a bad `auth.jwt` does not also fail every `auth: jwt` route).
+        self.failed: set[str] = set()
+        self.earlier_rules = False
 
 
 # A part compiler turns one raw route section into its compiled form, raising ValueError
@@ -48,13 +53,33 @@ POLICY_CHECKS: list[PolicyCheck] = []
 NOT_POLICY_FILES = frozenset({"openapi.yaml", "openapi.yml"})
 
 
+def _clean(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    # Strip pydantic's union tags (e.g. "function-after[...]") from the location.
+    return tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+
+
 def pydantic_errors(src: SourceFile, base: Loc, exc: ValidationError) -> list[str]:
+    """One located line per root cause. An unknown key close to a field name gets "did you mean",
+    and the "Field required" for that very field is dropped: one typo, one message."""
+    errs = exc.errors()
+    hints: dict[tuple[Any, ...], str] = {}
+    for err in errs:
+        if err["type"] == "extra_forbidden":
+            rel = _clean(tuple(err["loc"]))
+            hint = suggestion_for(exc.title, rel)
+            if hint is not None:
+                hints[rel] = hint
+    fixed = {(*rel[:-1], hint) for rel, hint in hints.items()}
     out = []
-    for err in exc.errors():
-        loc = (*base, *err["loc"])
-        # Strip pydantic's union tags (e.g. "function-after[...]") from the location.
-        loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+    for err in errs:
+        rel = _clean(tuple(err["loc"]))
+        if err["type"] == "missing" and rel in fixed:
+            continue
+        loc = (*base, *rel)
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            if rel in hints:
+                msg += f' (did you mean "{hints[rel]}"?)'
         out.append(f"{src.where(loc)}: {msg}")
     return out
 
@@ -78,8 +103,12 @@ def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
 
 
 def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                production: bool = False) -> CompiledPolicy:
-    """Validate and compile; raises PolicyError listing every problem found."""
+                production: bool = False, *, earlier_rules: bool = False) -> CompiledPolicy:
+    """Validate and compile; raises PolicyError listing every problem found.
+
+    `earlier_rules`: accept what earlier versions accepted (route roles without `auth.jwt.roles`),
+    so `gateway diff` can compare against a policy written before a rule was added.
+    """
     env = os.environ if env is None else env
     errors: list[str] = []
     sources = read_sources(policy_dir, env, errors)
@@ -88,6 +117,7 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
     section_src: dict[str, SourceFile] = {}
     routes: list[tuple[SourceFile, int, RouteSpec]] = []
     invalid: list[tuple[SourceFile, int, Any]] = []
+    failed: set[str] = set()
     for src, _text in sources:
         if not isinstance(src.data, dict):
             errors.append(f"{src.path}:1 (top): a policy file must be a mapping")
@@ -96,7 +126,9 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
             if name == "routes":
                 continue
             if name not in PolicyFile.model_fields:
-                errors.append(f"{src.where((name,))}: unknown section {name!r}")
+                hint = close_match(name, [f for f in PolicyFile.model_fields if f != "routes"])
+                extra = f' (did you mean "{hint}"?)' if hint else ""
+                errors.append(f"{src.where((name,))}: unknown section {name!r}{extra}")
                 continue
             # Each section on its own, so one bad section neither hides the others' errors nor
             # drops the good ones (which would add false follow-on errors).
@@ -105,6 +137,7 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
             except ValidationError as exc:
                 errors.extend(pydantic_errors(src, (), exc))
                 value = None
+                failed.add(name)
             if name in sections:
                 errors.append(f"{src.where((name,))}: section {name!r} is already set in "
                               f"{section_src[name].path}")
@@ -125,6 +158,8 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
                 invalid.append((src, i, raw))
 
     ctx = LoadContext(env, production, sections, Path(policy_dir))
+    ctx.failed = failed
+    ctx.earlier_rules = earlier_rules
     upstream = sections.get("upstream") or UpstreamSpec()
     defaults: Defaults = sections.get("defaults") or Defaults()
     limits: Limits = sections.get("limits") or Limits()
@@ -132,13 +167,17 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
     for name, compiler in SECTIONS.items():
         raw = sections.get(name)
         section_file = section_src.get(name)
+        if name in failed:
+            continue  # already reported; compiling its default would only add follow-on errors
         try:
             ctx.shared[name] = compiler(raw, ctx)
         except PolicyError as exc:
             errors.extend(exc.errors)
+            failed.add(name)
         except (ValueError, TypeError) as exc:
             where = section_file.where((name,)) if section_file else f"(policy) {name}"
             errors.extend(_located(section_file, (name,), exc, where))
+            failed.add(name)
 
     compiled: list[CompiledRoute] = []
     seen_ids: dict[str, str] = {}
@@ -159,7 +198,9 @@ def load_policy(policy_dir: str | os.PathLike[str], env: Mapping[str, str] | Non
     for a_i, a in enumerate(compiled):
         for b in compiled[a_i + 1:]:
             common = a.methods & b.methods
-            if common and a.template.overlaps(b.template):
+            # A static segment beats a parameter (router.py), so only routes of the same shape
+            # are ambiguous.
+            if common and a.template.same_shape(b.template):
                 errors.append(f"{b.source} routes: route {b.id!r} ({b.template.text}) and route {a.id!r} "
                               f"({a.template.text}, {a.source}) can both match {sorted(common)} requests")
     if not compiled and not errors:
@@ -261,12 +302,22 @@ def _compile_route(src: SourceFile, base: Loc, spec: RouteSpec, defaults: Defaul
         for fix in part_fixups:
             try:
                 fix(route, spec, ctx)
+            except FieldError as exc:
+                errors.append(f"{src.where((*base, *exc.loc))}: {exc}")
             except ValueError as exc:
                 errors.append(f"{src.where(base)}: {exc}")
     return route if len(errors) == n_before else None
 
 
 RouteFixup = Callable[[CompiledRoute, RouteSpec, LoadContext], None]
+
+
+class FieldError(ValueError):
+    """A fixup's error about one field of the route (`loc` relative to the route)."""
+
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
 ROUTE_FIXUPS: list[RouteFixup] = []
 
 

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from gateway.auth import JwtPolicy
 from gateway.cors import CorsOverride, CorsPolicy, compile_cors, load_cors
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.loader import ROUTE_FIXUPS, ROUTE_PARTS, SECTIONS, LoadContext
+from gateway.policy.loader import ROUTE_FIXUPS, ROUTE_PARTS, SECTIONS, FieldError, LoadContext
 from gateway.policy.schema import RouteSpec
+from gateway.policy.suggest import close_match
 from gateway.ratelimit import RateLimitPolicy, RateLimitSettings, compile_policy
 from gateway.tenant import TenantPolicy, compile_tenant
 from gateway.webhooks import compile_webhook, parse_webhook_config
@@ -86,9 +87,27 @@ def _webhook(raw: Any, spec: RouteSpec, ctx: LoadContext) -> Any:
 
 
 def _auth_required(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
+    if "auth" in ctx.failed:
+        return  # the auth section's own error is the one message
     auth: AuthSection | None = ctx.shared.get("auth")
     if spec.auth == "jwt" and (auth is None or auth.jwt is None):
         raise ValueError(f"route {spec.id!r} says auth: jwt but the policy has no auth.jwt section")
+
+
+def _declared_roles(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
+    """`roles:` on a route may only name roles declared in `auth.jwt.roles` (a typo such as
+    `admn` would otherwise silently lock everyone out, or read as protection it is not)."""
+    if not spec.roles or "auth" in ctx.failed or ctx.earlier_rules:
+        return
+    auth: AuthSection | None = ctx.shared.get("auth")
+    if auth is None or auth.jwt is None:
+        return  # reported by _auth_required
+    declared = auth.jwt.roles
+    for i, role in enumerate(spec.roles):
+        if role not in declared:
+            hint = close_match(role, declared, cutoff=0.6)
+            extra = f' (did you mean "{hint}"?)' if hint else ""
+            raise FieldError(("roles", i), f"unknown role {role!r}{extra}; auth.jwt.roles declares {declared}")
 
 
 def _webhook_timeouts(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
@@ -108,4 +127,5 @@ ROUTE_PARTS["rate_limit"] = _rate_limit
 ROUTE_PARTS["tenant"] = _tenant
 ROUTE_PARTS["webhook"] = _webhook
 ROUTE_FIXUPS.append(_auth_required)
+ROUTE_FIXUPS.append(_declared_roles)
 ROUTE_FIXUPS.append(_webhook_timeouts)

@@ -1,8 +1,11 @@
 """Path templates and the default-deny route table.
 
-Templates (`/v1/agents/{agentId}`) are compiled at load. Two routes that could both answer one
-request are a load error, never a precedence rule: a reviewer reading either route must be able to
-trust that it is the only one that applies.
+Templates (`/v1/agents/{agentId}`) are compiled at load. One precedence rule, and only one:
+a static segment beats a parameter at the same position, leftmost position first, so
+`/v1/agents/me` answers `GET /v1/agents/me` and `/v1/agents/{agentId}` answers every other id
+(`/users/me`-style routes). Two routes of the same shape (`/a/{x}` and `/a/{y}`, or the same
+template twice) for a common method are truly ambiguous and stay a load error: a reviewer must be
+able to tell from the policy alone which route answers a request.
 """
 
 from __future__ import annotations
@@ -61,6 +64,15 @@ class PathTemplate:
                 return None
         return out if out is not None else {}
 
+    @property
+    def specificity(self) -> tuple[int, ...]:
+        """Sort key: smaller is more specific (a static segment beats a parameter, leftmost first)."""
+        return tuple(1 if seg is None else 0 for seg in self.segments)
+
+    def same_shape(self, other: PathTemplate) -> bool:
+        """Whether the two match exactly the same paths (so no precedence can separate them)."""
+        return self.segments == other.segments
+
     def overlaps(self, other: PathTemplate) -> bool:
         if len(self.segments) != len(other.segments):
             return False
@@ -90,6 +102,8 @@ class RouteTable(Generic[R]):
                 self._static.setdefault(tpl.text, []).append(entry)
             else:
                 self._by_len.setdefault(len(tpl.segments), []).append(entry)
+        for bucket in self._by_len.values():
+            bucket.sort(key=lambda e: e[0].specificity)  # stable: policy order within one shape
 
     def lookup(self, method: str, path: str, parts: Sequence[str]) -> tuple[R | None, dict[str, str], list[str]]:
         """(route, params, allowed-methods). route None + empty allow = no such path."""

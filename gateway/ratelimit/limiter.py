@@ -21,6 +21,7 @@ from typing import Any
 
 from limits.aio.storage import MemoryStorage
 
+from gateway.auth.claims import claim_text
 from gateway.errors import TooManyRequests
 from gateway.ratelimit.backend import OPEN, Backend, Store, resp_client_from_url, storage_from_url
 from gateway.ratelimit.bruteforce import BruteForceGuard
@@ -85,11 +86,9 @@ def claim_values(
     """(sub, org) as strings from verified claims; the org claim path is dotted (`app_metadata.org_id`)."""
     if not claims:
         return None, None
-    org: Any = claims
-    for step in org_claim_path.split("."):
-        org = org.get(step) if isinstance(org, dict) else None
+    org = claim_text(claims, org_claim_path)  # the reader tenant binding uses
     sub = claims.get("sub")
-    return (str(sub) if sub not in (None, "") else None), (str(org) if org not in (None, "") else None)
+    return (str(sub) if sub not in (None, "") else None), org
 
 
 class RateLimiter:

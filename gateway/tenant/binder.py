@@ -18,9 +18,9 @@ absent value is not a rewrite. Body paths are checked in policy order; the first
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
+from gateway.auth.claims import claim_text
 from gateway.errors import Ambiguous, TenantMismatch, TenantMissingClaim
 from gateway.tenant.body import dump, load_object
 from gateway.tenant.policy import Mode, Step, TenantPolicy, parse_body_path
@@ -29,21 +29,13 @@ from gateway.tenant.query import QueryBinding, fold_name
 _MISSING = object()
 
 
-@lru_cache(maxsize=64)
-def _split_claim_path(path: str) -> tuple[str, ...]:
-    return tuple(path.split("."))
-
-
 def org_from_claims(claims: dict[str, Any], dotted_path: str) -> str:
-    """The org named by the verified claims at `dotted_path` (`org_id`, `app_metadata.org_id`)."""
-    node: Any = claims
-    for key in _split_claim_path(dotted_path):
-        if not isinstance(node, dict) or key not in node:
-            raise TenantMissingClaim(detail="the token carries no organisation")
-        node = node[key]
-    if not isinstance(node, str) or not node.strip():
+    """The org named by the verified claims at `dotted_path` (`org_id`, `app_metadata.org_id`),
+    read by `gateway.auth.claims.claim_text` like every other stage."""
+    org = claim_text(claims, dotted_path)
+    if org is None:
         raise TenantMissingClaim(detail="the token carries no organisation")
-    return node
+    return org
 
 
 class TenantBinder:

@@ -23,6 +23,8 @@ class CompiledWebhook:
     sources: CidrSet | None  # None: `source_ips: any`, written out in policy
     dedupe: DedupeConfig | None  # None: `dedupe: false`
     max_body_bytes: int
+    # Names of the environment variables holding this route's secrets (for set-up checks).
+    secret_vars: tuple[str, ...] = ()
 
     def check_source(self, client_ip: str) -> None:
         """`client_ip` must be the trusted-proxy model's answer, never a raw header."""
@@ -43,4 +45,6 @@ def compile_webhook(
         sources=None if cfg.source_ips == "any" else CidrSet(cfg.source_ips),
         dedupe=cfg.dedupe or None,
         max_body_bytes=cfg.max_body_bytes,
+        secret_vars=tuple(v for v in (getattr(cfg, "secret_env", None), getattr(cfg, "client_secret_env", None))
+                          if isinstance(v, str)),
     )

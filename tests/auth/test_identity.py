@@ -107,7 +107,8 @@ CLAIMS = {
         pytest.param("org_id", "top", id="top_level"),
         pytest.param("app_metadata.org_id", "nested", id="dotted"),
         pytest.param("app_metadata.deep.x", 1, id="deeper"),
-        pytest.param("https://ns.example/org", "namespaced", id="namespaced_with_dots"),
+        # A top-level member whose name contains dots never stands in for the dotted path.
+        pytest.param("https://ns.example/org", None, id="namespaced_with_dots_not_a_member"),
         pytest.param("app_metadata.missing", None, id="missing_leaf"),
         pytest.param("nope.org_id", None, id="missing_parent"),
         pytest.param("org_id.x", None, id="through_scalar"),

@@ -268,7 +268,7 @@ GLOBAL_LINES = (2, 3, 4)
 ROUTE_POLICY = """\
 upstream: {{url: "http://127.0.0.1:9"}}
 cors:
-  allow_origins: [https://app.example.com]
+  allow_origins: [https://app.acme-corp.io]   # production refuses example.com placeholders
   allow_credentials: true
 routes:
   - id: a
@@ -326,13 +326,22 @@ def test_gateway_check_refuses_unsafe_origins(
     (tmp_path / "gateway.yaml").write_text(text)
     done = gateway_check(tmp_path)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert any(f"gateway.yaml:{n} " in out for n in lines), out
     assert message in out, out
 
 
 def test_gateway_check_accepts_the_shipped_like_policy_in_production(tmp_path: Path) -> None:
-    (tmp_path / "gateway.yaml").write_text(CHECK_POLICY.format(origin="https://app.example.com"))
+    (tmp_path / "gateway.yaml").write_text(CHECK_POLICY.format(origin="https://app.acme-corp.io"))
     done = gateway_check(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("OK:")
+
+
+@pytest.mark.parametrize("origin", ["https://app.example.com", "https://localhost:3000", "https://*.example.org",
+                                    "https://127.0.0.1:8443"])
+def test_gateway_check_refuses_placeholder_and_local_origins_in_production(tmp_path: Path, origin: str) -> None:
+    (tmp_path / "gateway.yaml").write_text(CHECK_POLICY.format(origin=origin))
+    done = gateway_check(tmp_path)
+    out = done.stdout + done.stderr
+    assert done.returncode == 2 and "example / local origins are refused in production" in out, out

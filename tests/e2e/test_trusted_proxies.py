@@ -216,8 +216,9 @@ def test_malformed_env_trusted_proxies_refuse_start_with_workers(policy: Path) -
     # Under the multi-worker supervisor the refusal must stop the supervisor too, not become a
     # crash-and-respawn loop that holds the port while serving nothing.
     env = _env(GATEWAY_POLICY_DIR=str(policy), GATEWAY_TRUSTED_PROXIES="not-an-ip", GATEWAY_WORKERS="2")
-    rc, out = run_to_exit([sys.executable, "-m", "gateway", "serve"], env, timeout=8)
-    assert rc is not None, f"supervisor still running 8 s after start; {out.count('Traceback')} tracebacks:\n" \
+    # Generous: the refusal comes before any worker exists; a busy machine may take seconds to import.
+    rc, out = run_to_exit([sys.executable, "-m", "gateway", "serve"], env, timeout=40)
+    assert rc is not None, f"supervisor still running 40 s after start; {out.count('Traceback')} tracebacks:\n" \
                            f"{out[-1500:]}"
     assert rc != 0, out
     assert "not-an-ip" in out, out
@@ -230,5 +231,5 @@ def test_malformed_policy_trusted_proxies_refused_by_check(tmp_path: Path, value
     done = subprocess.run([sys.executable, "-m", "gateway", "check", str(d)], env=_env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert entry in out and "trusted_proxies" in out, out

@@ -487,6 +487,7 @@ def _production_env(**overrides: str | None) -> dict[str, str]:
         "KOMMO_CHANNEL_SECRET": os.urandom(24).hex(),
         "KOMMO_CLIENT_ID": str(uuid.uuid4()),
         "KOMMO_CLIENT_SECRET": os.urandom(24).hex(),
+        "GATEWAY_CORS_ORIGINS": "https://app.acme-corp.io",  # production refuses the example.com placeholders
     })
     for k, v in overrides.items():
         if v is None:
@@ -523,7 +524,7 @@ def test_gateway_check_reports_missing_webhook_secret(value: str | None) -> None
     done = subprocess.run([sys.executable, "-m", "gateway", "check", "policies"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=20)
     out = done.stdout + done.stderr
-    assert done.returncode == 1, out
+    assert done.returncode == 2, out
     assert "webhooks.kommo" in out and "KOMMO_WEBHOOK_SECRET" in out, out
     assert "routes.yaml:" in out, out  # names the place in the file, too
 

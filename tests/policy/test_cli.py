@@ -47,7 +47,7 @@ def test_check_prints_all_three_mistakes_with_file_and_line(tmp_path: Path) -> N
     (tmp_path / "routes.yaml").write_text(THREE_MISTAKES)
     f = tmp_path / "routes.yaml"
     r = run("check", str(tmp_path))
-    assert r.returncode == 1
+    assert r.returncode == 2
     lines = r.stdout.splitlines()
     assert len(lines) == 3, r.stdout
     assert any(line.startswith(f"{f}:8 routes[0].tenant.qery:") for line in lines)
@@ -62,23 +62,23 @@ def test_check_prints_all_three_mistakes_with_file_and_line(tmp_path: Path) -> N
     pytest.param("routes:\n  - {id: a, path: /v1/a, methods: [GET]}\n", id="no_auth"),
     pytest.param("- just\n- a list\n", id="not_a_mapping"),
 ])
-def test_check_exits_one_on_any_error(tmp_path: Path, text: str) -> None:
+def test_check_exits_two_on_any_error(tmp_path: Path, text: str) -> None:
     (tmp_path / "p.yaml").write_text(text)
     r = run("check", str(tmp_path))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert r.stdout.startswith(f"{tmp_path / 'p.yaml'}:")
     assert "Traceback" not in r.stderr
 
 
-def test_check_in_production_without_kommo_secrets_exits_one() -> None:
+def test_check_in_production_without_kommo_secrets_exits_two() -> None:
     r = run("check", str(SHIPPED), env={"GATEWAY_ENV": "production"})
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "KOMMO_WEBHOOK_SECRET" in r.stdout and "webhooks.kommo" in r.stdout
 
 
-def test_check_missing_directory_exits_one(tmp_path: Path) -> None:
+def test_check_missing_directory_exits_two(tmp_path: Path) -> None:
     r = run("check", str(tmp_path / "absent"))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert "does not exist" in r.stdout and "Traceback" not in r.stderr
 
 
@@ -111,10 +111,10 @@ def test_routes_json_parses() -> None:
                row["source"].startswith("policies/routes.yaml:") for row in rows)
 
 
-def test_routes_on_a_broken_policy_exits_one(tmp_path: Path) -> None:
+def test_routes_on_a_broken_policy_exits_two(tmp_path: Path) -> None:
     (tmp_path / "routes.yaml").write_text(THREE_MISTAKES)
     r = run("routes", str(tmp_path))
-    assert r.returncode == 1
+    assert r.returncode == 2
     assert len(r.stdout.splitlines()) == 3
 
 

@@ -255,8 +255,6 @@ def test_route_without_auth_is_an_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("a", "b", "common"), [
     pytest.param("{id: r1, path: /v1/a, methods: [GET, POST], auth: none}",
                  "{id: r2, path: /v1/a, methods: [POST, PATCH], auth: none}", "POST", id="same_template"),
-    pytest.param('{id: r1, path: "/v1/a/{x}", methods: [GET], auth: none}',
-                 "{id: r2, path: /v1/a/b, methods: [GET], auth: none}", "GET", id="param_vs_literal"),
     pytest.param('{id: r1, path: "/v1/a/{x}", methods: [DELETE], auth: none}',
                  '{id: r2, path: "/v1/a/{y}", methods: [DELETE], auth: none}', "DELETE", id="param_vs_param"),
     pytest.param("{id: r1, path: /v1/a, methods: [GET], auth: none}",
@@ -369,7 +367,8 @@ def test_production_refuses_the_development_defaults() -> None:
 
 def test_production_accepts_real_secrets() -> None:
     env = {"KOMMO_WEBHOOK_SECRET": "w" * 40, "KOMMO_CHANNEL_SECRET": "c" * 40,
-           "KOMMO_CLIENT_ID": "11111111-2222-3333-4444-555555555555", "KOMMO_CLIENT_SECRET": "s" * 40}
+           "KOMMO_CLIENT_ID": "11111111-2222-3333-4444-555555555555", "KOMMO_CLIENT_SECRET": "s" * 40,
+           "GATEWAY_CORS_ORIGINS": "https://app.acme.io,https://admin.acme.io"}
     assert len(load_ok(SHIPPED, env, production=True).routes) == 18
 
 
@@ -443,3 +442,88 @@ def test_missing_directory_and_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "empty.yaml").write_text("# nothing\n")
     errors = errors_of(tmp_path)
     assert any("no routes" in e for e in errors)
+
+
+# --- authoring: precedence, suggestions, one message per root cause ---------------------------
+
+AUTH_JWT = "auth: {jwt: {algorithms: [HS256], roles: [owner, admin, member, viewer]}}"
+
+
+def test_users_me_beside_a_parameter_loads_and_static_wins(tmp_path: Path) -> None:
+    write(tmp_path, r=f"""\
+        {AUTH_JWT}
+        routes:
+          - {{id: agents.read, path: "/v1/agents/{{agentId}}", methods: [GET], auth: jwt}}
+          - {{id: agents.me, path: /v1/agents/me, methods: [GET], auth: jwt}}
+        """)
+    p = load_ok(tmp_path)
+    route, params, _ = p.table.lookup("GET", "/v1/agents/me", ["v1", "agents", "me"])
+    assert route is not None and route.id == "agents.me" and params == {}
+
+
+def test_unknown_key_gets_a_suggestion_and_no_follow_on_error(tmp_path: Path) -> None:
+    write(tmp_path, r="""\
+        routes:
+          - {id: r1, path: /v1/a, methds: [GET], auth: none}
+        """)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1, errors  # no "methods: Field required" besides
+    assert 'routes[0].methds: Extra inputs are not permitted (did you mean "methods"?)' in errors[0]
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    pytest.param("routes:\n  - {id: r1, path: /v1/a, methods: [GET], auth: none, timeuots: {total: 1}}",
+                 '(did you mean "timeouts"?)', id="route_key"),
+    pytest.param("cros: {}\nroutes:\n  - {id: r1, path: /v1/a, methods: [GET], auth: none}",
+                 '(did you mean "cors"?)', id="section"),
+    pytest.param("routes:\n  - {id: r1, path: /v1/a, methods: [GET], auth: none, timeouts: {totl: 1}}",
+                 '(did you mean "total"?)', id="nested_model"),
+    pytest.param(f"{AUTH_JWT}\nroutes:\n  - {{id: r1, path: /v1/a, methods: [GET], auth: jwt, "
+                 "tenant: {mode: verify, qurey: orgId}}", '(did you mean "query"?)', id="feature_section"),
+    pytest.param("auth: {jwt: {algorithms: [HS256], org_clam: org_id}}\nroutes:\n"
+                 "  - {id: r1, path: /v1/a, methods: [GET], auth: jwt}", '(did you mean "org_claim"?)',
+                 id="jwt_section"),
+])
+def test_did_you_mean(tmp_path: Path, text: str, needle: str) -> None:
+    (tmp_path / "p.yaml").write_text(text)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1 and needle in errors[0], errors
+
+
+def test_bad_auth_section_is_one_message_not_one_per_route(tmp_path: Path) -> None:
+    write(tmp_path, r="""\
+        auth: {jwt: {algorithms: [none]}}
+        routes:
+          - {id: r1, path: /v1/a, methods: [GET], auth: jwt, roles: [admin]}
+          - {id: r2, path: /v1/b, methods: [GET], auth: jwt}
+          - {id: r3, path: /v1/c, methods: [GET], auth: jwt}
+        """)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1 and '"none" is never an acceptable algorithm' in errors[0], errors
+
+
+@pytest.mark.parametrize(("roles", "needle"), [
+    pytest.param("[admn]", 'unknown role \'admn\' (did you mean "admin"?)', id="typo"),
+    pytest.param("[Admin]", 'unknown role \'Admin\' (did you mean "admin"?)', id="case"),
+    pytest.param("[superadmin]", "unknown role 'superadmin'", id="undeclared"),
+])
+def test_route_roles_must_be_declared(tmp_path: Path, roles: str, needle: str) -> None:
+    write(tmp_path, r=f"""\
+        {AUTH_JWT}
+        routes:
+          - {{id: r1, path: /v1/a, methods: [GET], auth: jwt, roles: {roles}}}
+        """)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1 and needle in errors[0] and "routes[0].roles[0]" in errors[0], errors
+
+
+def test_undeclared_roles_default_to_the_token_contract(tmp_path: Path) -> None:
+    write(tmp_path, r="""\
+        auth: {jwt: {algorithms: [HS256]}}
+        routes:
+          - {id: r1, path: /v1/a, methods: [GET], auth: jwt, roles: [admin, owner]}
+          - {id: r2, path: /v1/b, methods: [GET], auth: jwt, roles: [ownr]}
+        """)
+    errors = errors_of(tmp_path)
+    assert len(errors) == 1 and 'unknown role \'ownr\' (did you mean "owner"?)' in errors[0], errors
+    assert "['owner', 'admin', 'member', 'viewer']" in errors[0]

@@ -169,3 +169,39 @@ def test_loaded_route_with_get_also_answers_head(tmp_path: Path) -> None:
     assert route is not None and route.id == "a"
     route, _, allow = p.table.lookup("HEAD", "/v1/b", parts("/v1/b"))
     assert route is None and allow == ["POST"]
+
+
+# --- static segments beat parameters ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("order", ["static_first", "param_first"])
+@pytest.mark.parametrize(("path", "route", "params"), [
+    pytest.param("/v1/agents/me", "agents.me", {}, id="users_me"),
+    pytest.param("/v1/agents/a1", "agents.read", {"agentId": "a1"}, id="other_id"),
+    pytest.param("/v1/agents/me/runs", "me.runs", {}, id="static_then_static"),
+    pytest.param("/v1/agents/a1/runs", "agent.runs", {"agentId": "a1"}, id="param_then_static"),
+    pytest.param("/v1/agents/me/x", "me.any", {"sub": "x"}, id="leftmost_static_wins"),
+])
+def test_static_segment_beats_parameter_whatever_the_order(order: str, path: str, route: str,
+                                                           params: dict[str, str]) -> None:
+    entries = [
+        (PathTemplate("/v1/agents/{agentId}"), GET_HEAD, "agents.read"),
+        (PathTemplate("/v1/agents/me"), GET_HEAD, "agents.me"),
+        (PathTemplate("/v1/agents/{agentId}/runs"), GET_HEAD, "agent.runs"),
+        (PathTemplate("/v1/agents/me/runs"), GET_HEAD, "me.runs"),
+        (PathTemplate("/v1/agents/me/{sub}"), GET_HEAD, "me.any"),
+    ]
+    if order == "param_first":
+        entries.reverse()
+    got, got_params, _ = RouteTable(entries).lookup("GET", path, parts(path))
+    assert (got, got_params) == (route, params)
+
+
+@pytest.mark.parametrize(("a", "b", "same"), [
+    pytest.param("/v1/a/{x}", "/v1/a/{y}", True, id="param_names_differ"),
+    pytest.param("/v1/a/b", "/v1/a/b", True, id="same_literal"),
+    pytest.param("/v1/a/{x}", "/v1/a/b", False, id="static_vs_param"),
+    pytest.param("/v1/{x}/b", "/v1/a/{y}", False, id="crossed"),
+])
+def test_only_same_shape_templates_are_ambiguous(a: str, b: str, same: bool) -> None:
+    assert PathTemplate(a).same_shape(PathTemplate(b)) is same

@@ -46,6 +46,11 @@ def test_unbound_path_is_not_checked() -> None:
     [
         pytest.param({"org_id": "org-a"}, "org_id", "org-a", id="top"),
         pytest.param({"app_metadata": {"org_id": "org-a"}}, "app_metadata.org_id", "org-a", id="nested"),
+        # Some IdPs emit numeric org ids: every reader (tenant, identity, rate-limit keys) sees "7".
+        pytest.param({"org_id": 7}, "org_id", "7", id="number"),
+        # A literal top-level "app_metadata.org_id" member never stands in for the nested path.
+        pytest.param({"app_metadata.org_id": "org-b", "app_metadata": {"org_id": "org-a"}},
+                     "app_metadata.org_id", "org-a", id="dotted_key_ignored"),
     ],
 )
 def test_claim_lookup(claims: dict[str, Any], path: str, org: str) -> None:
@@ -59,7 +64,8 @@ def test_claim_lookup(claims: dict[str, Any], path: str, org: str) -> None:
         pytest.param({"org_id": ""}, "org_id", id="empty"),
         pytest.param({"org_id": "  "}, "org_id", id="blank"),
         pytest.param({"org_id": None}, "org_id", id="null"),
-        pytest.param({"org_id": 7}, "org_id", id="number"),
+        pytest.param({"org_id": True}, "org_id", id="bool"),
+        pytest.param({"org_id": 7.5}, "org_id", id="float"),
         pytest.param({"org_id": ["org-a"]}, "org_id", id="list"),
         pytest.param({"org_id": {"id": "org-a"}}, "org_id", id="object"),
         pytest.param({"app_metadata": "org-a"}, "app_metadata.org_id", id="parent_not_object"),
