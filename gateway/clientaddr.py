@@ -1,4 +1,4 @@
-"""The client address: one trusted-proxy model for the whole gateway (DESIGN.md §2, stage 2).
+"""The client address: one trusted-proxy model for the whole gateway (pipeline stage 2, docs/architecture.md).
 
 Threat: `X-Forwarded-For` is written by whoever sent the request. Believing it from anyone lets a
 client pick its own address, and with it its rate-limit key, its place in a webhook's

@@ -1,4 +1,4 @@
-"""Process settings from the environment (DESIGN.md §3).
+"""Process settings from the environment (the variables are listed in README.md and docs/operations.md).
 
 Development defaults are marked as such and refused when `GATEWAY_ENV=production`.
 """

@@ -128,8 +128,9 @@ ORG = {"name": "orgId", "in": "query", "required": False,
        "description": "Your organisation; must match your token's.", "schema": {"type": "string", "maxLength": 256}}
 PAGE = [{"name": "limit", "in": "query", "required": False,
          "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}},
-        {"name": "cursor", "in": "query", "required": False, "description": "`nextCursor` of the previous page.",
-         "schema": {"type": "string", "maxLength": 64}}]
+        {"name": "cursor", "in": "query", "required": False,
+         "description": "`nextCursor` of the previous page (opaque; a made-up cursor is 422 validation.failed).",
+         "schema": {"type": "string", "maxLength": 64, "pattern": "^[A-Za-z0-9_-]*$"}}]
 
 IDENTITY = {401: ["identity.missing", "identity.invalid", "identity.expired"], 403: ["identity.wrong_kind"],
             500: ["upstream.internal"]}
@@ -184,7 +185,8 @@ def _path_param(name: str) -> dict[str, Any]:
 
 
 def _query(name: str, required: bool = False, max_length: int = 256) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "schema": {"type": "string", "maxLength": max_length}}
+    schema = {"type": "string", "maxLength": max_length, **({"minLength": 1} if required else {})}
+    return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
 NOT_FOUND = {404: ["not_found"]}
@@ -252,8 +254,9 @@ def paths() -> dict[str, dict[str, Any]]:
                        (200, Connection),
                        {400: ["oauth.denied", "oauth.bad_request", "oauth.bad_state", "oauth.grant_refused",
                               "kommo.bad_host"], 404: ["not_found"], 502: ["kommo.unavailable"]},
-                       [_query("code", max_length=4096), _query("state", max_length=2048),
-                        _query("referer", max_length=253), _query("client_id"), _query("error")]),
+                       [_query("code", True, 4096), _query("state", True, 2048),
+                        {**_query("referer", True, 253), "schema": {"type": "string", "pattern": KOMMO_HOST}},
+                        _query("client_id"), _query("error")]),
         },
         "/webhooks/kommo": {
             "post": _op("kommoAccountWebhook", "webhooks", "Kommo account webhook (form-encoded)",
@@ -272,8 +275,31 @@ def paths() -> dict[str, dict[str, Any]]:
     }
 
 
+KOMMO_HOST = (r"^(https://)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.(?:kommo\.com|amocrm\.ru|amocrm\.com)/?$")
+PATCHES = {"AgentPatch": ["name", "description", "model", "config"], "ConnectionPatch": ["name", "credentials"]}
+
+
+def _refine(schemas: dict[str, Any]) -> None:
+    """Say in the schema what the handlers enforce beyond the models, so a client can rely on it:
+    a patch sets at least one field and none to null; a Kommo host has one of Kommo's forms;
+    credentials need a baseDomain."""
+    for name, fields in PATCHES.items():
+        props = schemas[name]["properties"]
+        for field in fields:
+            options = [o for o in props[field].get("anyOf", []) if o.get("type") != "null"]
+            if options:
+                props[field].pop("anyOf")
+                props[field].pop("default", None)
+                props[field].update(options[0] if len(options) == 1 else {"anyOf": options})
+        schemas[name]["anyOf"] = [{"required": [f]} for f in fields]
+    create = schemas["ConnectionCreate"]
+    create["properties"]["baseDomain"] = {"type": "string", "maxLength": 253, "pattern": KOMMO_HOST}
+    create["dependentRequired"] = {"credentials": ["baseDomain"]}
+
+
 def document() -> dict[str, Any]:
     _, schemas = models_json_schema([(m, "validation") for m in MODELS], ref_template=REF)
+    _refine(schemas["$defs"])
     return {
         "openapi": "3.1.0",
         "info": {"title": "upstream", "version": "1"},

@@ -1,6 +1,6 @@
 """A small HTTP/1.1 connection pool for one upstream (the forwarder's hot path).
 
-Why not aiohttp/httpx: httpx's pool collapses under concurrency (DESIGN.md §4) and aiohttp's client
+Why not aiohttp/httpx: httpx's pool collapses under concurrency (encode/httpx#3215) and aiohttp's client
 spends ~a quarter of the gateway's CPU per request on objects this proxy does not need.
 
 A connection goes back to the pool only after a complete keep-alive answer to a completely sent

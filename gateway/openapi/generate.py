@@ -150,15 +150,17 @@ def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: Ro
         op["description"] = spec.description
     params = [p for p in up.get("parameters", []) if p.get("in") != "path"]
     path_params = {p["name"]: p for p in up.get("_path_parameters", [])}
+    # The gateway refuses a path parameter outside these characters (400 request.bad_path).
     public = [path_params.get(name, {"name": name, "in": "path", "required": True,
-                                     "schema": {"type": "string", "minLength": 1}})
+                                     "schema": {"type": "string", "minLength": 1, "maxLength": 256,
+                                                "pattern": "^[A-Za-z0-9._~@:+=-]+$"}})
               for name in _PARAM.findall(spec.path)]
     webhook = spec.webhook if isinstance(spec.webhook, dict) else {}
     if spec.auth == "webhook" and webhook.get("type") == "url_token":
         for p in public:
             if p["name"] == webhook.get("param"):
                 p["description"] = "The secret path token of the webhook URL (never forwarded)."
-                p["schema"] = {"type": "string", "minLength": 1, "maxLength": 256}
+                p["schema"] = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[A-Za-z0-9._~-]+$"}
     if spec.auth == "webhook" and webhook.get("header"):
         params.append({"name": webhook["header"], "in": "header", "required": True,
                        "description": f"Signature of the raw body: {webhook.get('encoding', 'hex')} "

@@ -1,1 +1,1 @@
-"""The request pipeline, in the one place its order is written (DESIGN.md §2)."""
+"""The request pipeline; its order is written in one place, `gateway.app.Gateway.build_pipeline`."""

@@ -108,10 +108,16 @@ class RouteTable(Generic[R]):
     def lookup(self, method: str, path: str, parts: Sequence[str]) -> tuple[R | None, dict[str, str], list[str]]:
         """(route, params, allowed-methods). route None + empty allow = no such path."""
         allow: list[str] = []
-        for _tpl, methods, route in self._static.get(path, ()):
+        static = self._static.get(path, ())
+        for _tpl, methods, route in static:
             if method in methods:
                 return route, {}, allow
             allow.extend(methods)
+        if static:
+            # A literal path shadows the templates that could also match it: `/webhooks/kommo/revoked`
+            # is that route, never `/webhooks/kommo/{token}` with token "revoked", so the answer (and
+            # its `Allow`) is what the API document says about that path.
+            return None, {}, allow
         for tpl, methods, route in self._by_len.get(len(parts), ()):
             params = tpl.match(parts)
             if params is None:

@@ -79,7 +79,7 @@ def test_org_a_lists_creates_and_reads_its_own(system: tuple[Proc, Proc], seeded
     ("POST", "/v1/agents", {"orgId": "org-a", "orgId ": "org-b", "name": "x", "model": "gpt-4o-mini"}, 400),
     ("GET", "/v1/agents/{b_agent}", None, 404),
     ("PATCH", "/v1/agents/{b_agent}", {"name": "pwned"}, 404),
-    ("PATCH", "/v1/agents/{a_agent}", {"orgId": "org-b"}, 403),
+    ("PATCH", "/v1/agents/{a_agent}", {"orgId": "org-b", "name": "x"}, 403),
     ("DELETE", "/v1/agents/{b_agent}", None, 404),
     ("GET", "/v1/crm/connections?orgId=org-b", None, 403),
     ("POST", "/v1/crm/connections", {"orgId": "org-b", "provider": "kommo", "name": "x"}, 403),

@@ -114,8 +114,6 @@ def table() -> RouteTable[str]:
     pytest.param("GET", "/v1/agents/a1", "agents.read", {"agentId": "a1"}, id="param_get"),
     pytest.param("DELETE", "/v1/agents/a1", "agents.modify", {"agentId": "a1"}, id="param_delete"),
     pytest.param("GET", "/v1/webhooks/kommo/revoked", "webhooks.revoked", {}, id="static_beside_param"),
-    pytest.param("POST", "/v1/webhooks/kommo/revoked", "webhooks.kommo", {"token": "revoked"},
-                 id="param_beside_static"),
     pytest.param("POST", "/v1/webhooks/kommo/s3cret", "webhooks.kommo", {"token": "s3cret"}, id="token"),
 ])
 def test_lookup_finds_the_single_route(table: RouteTable[str], method: str, path: str, route: str,
@@ -141,7 +139,9 @@ def test_undeclared_path_is_not_found(table: RouteTable[str], path: str) -> None
 @pytest.mark.parametrize(("method", "path", "allow"), [
     pytest.param("PUT", "/v1/agents", {"GET", "HEAD", "POST"}, id="static"),
     pytest.param("POST", "/v1/agents/a1", {"GET", "HEAD", "PATCH", "DELETE"}, id="param"),
-    pytest.param("DELETE", "/v1/webhooks/kommo/revoked", {"GET", "HEAD", "POST"}, id="static_and_param"),
+    # A literal path shadows the template beside it: POST is not offered here (the document agrees).
+    pytest.param("DELETE", "/v1/webhooks/kommo/revoked", {"GET", "HEAD"}, id="static_and_param"),
+    pytest.param("POST", "/v1/webhooks/kommo/revoked", {"GET", "HEAD"}, id="param_beside_static"),
     pytest.param("GET", "/v1/webhooks/kommo/x", {"POST"}, id="post_only"),
     pytest.param("get", "/v1/agents", {"GET", "HEAD", "POST"}, id="method_case_sensitive"),
 ])
