@@ -18,7 +18,7 @@ import jwt
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from upstream_stub.errors import Forbidden, GatewayError, Unauthorized, problem, request_id_of
+from upstream_stub.errors import ApiError, Forbidden, Unauthorized, problem, request_id_of
 
 HEADER = "x-gateway-identity"
 ISSUER = "edge-gateway"
@@ -106,7 +106,7 @@ class IdentityMiddleware:
         request = Request(scope)
         try:
             scope.setdefault("state", {})["identity"] = self._check(request)
-        except GatewayError as err:
+        except ApiError as err:
             await problem(err, request_id_of(scope))(scope, receive, send)
             return
         await self.app(scope, receive, send)

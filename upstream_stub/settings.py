@@ -11,7 +11,12 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from gateway.settings import DEV_IDENTITY_SECRET, DEV_MARKER, MIN_SECRET_BYTES
+# Copies of the gateway's values (the upstream imports nothing from the gateway; it is a separate
+# service). Both processes read the identity secret from GATEWAY_IDENTITY_SECRET, so the development
+# default must stay byte-equal to the gateway's; tests/upstream/test_settings_shared.py asserts it.
+DEV_MARKER = "dev-only-"
+DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
+MIN_SECRET_BYTES = 32
 
 # 32 bytes, so it is a valid AES-256 key; the text makes it obvious in any dump. Refused in production.
 DEV_ENCRYPTION_KEY = base64.b64encode(b"dev-only-upstream-aes-key-000000").decode()
