@@ -119,8 +119,9 @@ CATALOGUE: tuple[Reason, ...] = (
       "Use a token without oversized custom claims."),
     R("auth.unavailable", 401, "jwt", "The gateway has no key material to verify tokens right now.",
       "Retry shortly."),
-    R("auth.too_many_failures", 429, "jwt", "Too many failed authentications from this address; it is "
-      "blocked for a while (`Retry-After`).", "Wait for `Retry-After` seconds; fix the token first."),
+    R("auth.too_many_failures", 429, "jwt", "Too many failed token verifications from this address: "
+      "further failing tokens are refused for a while (`Retry-After`); valid tokens are still served.",
+      "Fix the token; a valid token is served at once, a failing one after `Retry-After` seconds."),
     # --- tenant and authorization ------------------------------------------------------------
     R("tenant.mismatch", 403, "tenant", "The `orgId` in the path, query or body names another "
       "organisation than your token's.", "Send your own organisation's id (or omit it where the route "

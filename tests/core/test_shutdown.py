@@ -8,7 +8,21 @@ import time
 
 import httpx
 
-from tests.support.gateway_proc import Proc, start_gateway
+from tests.support.gateway_proc import Proc, start_gateway, wait_until
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _workers_alive(url: str) -> int:
+    try:
+        return int(httpx.get(url, timeout=5).json().get("workers", {}).get("alive", 0))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return 0
 
 
 def test_sigterm_drains_then_finishes_in_flight_requests(core_policy: str, upstream: Proc) -> None:
@@ -46,9 +60,13 @@ def test_sigterm_with_idle_gateway_exits_zero(core_policy: str, upstream: Proc) 
 def test_two_workers_sigterm_completes_in_flight(core_policy: str, upstream: Proc) -> None:
     g = start_gateway(core_policy, upstream.url, {"GATEWAY_WORKERS": "2", "GATEWAY_DRAIN_DELAY": "0.5"})
     try:
-        time.sleep(1.0)
+        # The supervisor listens before its workers run: wait until a worker answers, and until the
+        # supervisor counts both alive, so the SIGTERM below meets serving workers, not start-up.
+        assert wait_until(lambda: _ok(f"{g.url}/healthz"), timeout=90)
+        admin = f"http://127.0.0.1:{g.admin_port}/healthz"  # type: ignore[attr-defined]
+        assert wait_until(lambda: _workers_alive(admin) == 2, timeout=90)
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            futures = [pool.submit(httpx.get, f"{g.url}/v1/slow?ms=2000", timeout=15) for _ in range(4)]
+            futures = [pool.submit(httpx.get, f"{g.url}/v1/slow?ms=2000", timeout=60) for _ in range(4)]
             time.sleep(0.5)
             g.signal(signal.SIGTERM)
             results = [f.result() for f in futures]

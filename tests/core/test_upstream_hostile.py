@@ -52,7 +52,8 @@ class Script:
             except OSError:
                 self.bomb_closed.set()
             return False
-        conn.sendall(ANSWERS[path])
+        # Anything else (the gateway's own upstream health probe) gets a plain 404.
+        conn.sendall(ANSWERS.get(path, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
         return False
 
 

@@ -115,7 +115,7 @@ CASES: list[Any] = [
 ]
 
 
-def run(args: list[str], env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KOMMO_", "UPSTREAM_"))}
     base.update(PYTHONPATH=str(ROOT), GATEWAY_PORT=str(free_port()), GATEWAY_ADMIN_PORT=str(free_port()),
                 GATEWAY_DRAIN_DELAY="0")

@@ -20,7 +20,7 @@ SHIPPED = ROOT / "policies"
 STRONG = "a-strong-production-secret-0123456789abcdef"
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m gateway ARGS` with a clean environment (no GATEWAY_* / KOMMO_* from the caller)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KOMMO_"))}
     base["PYTHONPATH"] = str(ROOT)
@@ -169,7 +169,7 @@ def test_token_is_refused_in_production(env: dict[str, str]) -> None:
 def test_serve_refuses_to_start_in_production_with_dev_or_weak_secrets(
         env: dict[str, str], variable: str, why: str) -> None:
     r = run("serve", env={"GATEWAY_ENV": "production", "GATEWAY_POLICY_DIR": str(SHIPPED),
-                          "GATEWAY_PORT": "1", **env}, timeout=15)
+                          "GATEWAY_PORT": "1", **env}, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert any(variable in line and why in line and "refusing to start" in line
                for line in r.stderr.splitlines()), r.stderr
@@ -181,13 +181,13 @@ def test_serve_refuses_production_when_policy_secrets_are_dev_defaults() -> None
            "GATEWAY_AUDIT_KEY": "k1:" + STRONG + "-audit",
            "KOMMO_WEBHOOK_SECRET": "dev-only-kommo-webhook-path-token",
            "KOMMO_CHANNEL_SECRET": "c" * 40, "KOMMO_CLIENT_ID": "id", "KOMMO_CLIENT_SECRET": "s" * 40}
-    r = run("serve", env=env, timeout=15)
+    r = run("serve", env=env, timeout=60)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "KOMMO_WEBHOOK_SECRET" in r.stderr and "webhooks.kommo" in r.stderr
 
 
 def test_serve_refuses_a_broken_policy(tmp_path: Path) -> None:
     (tmp_path / "routes.yaml").write_text(textwrap.dedent(THREE_MISTAKES))
-    r = run("serve", env={"GATEWAY_POLICY_DIR": str(tmp_path), "GATEWAY_PORT": "1"}, timeout=15)
+    r = run("serve", env={"GATEWAY_POLICY_DIR": str(tmp_path), "GATEWAY_PORT": "1"}, timeout=60)
     assert r.returncode == 2
     assert "3 policy error(s)" in r.stderr

@@ -18,7 +18,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
+# Waiting for a process to listen is a start-up wait: on a busy machine (the suite must pass with
+# other work on the CPU) a gateway can take many seconds to import and load its policy. A long
+# ceiling costs nothing when the process starts; it only turns load into slowness, not failure.
+START_TIMEOUT = 90.0
+
+
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = START_TIMEOUT) -> None:
+    timeout = max(timeout, START_TIMEOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
