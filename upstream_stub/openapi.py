@@ -175,7 +175,11 @@ def _op(op_id: str, tag: str, summary: str, ok: tuple[int, type[BaseModel] | Non
 
 def _sse(op: dict[str, Any]) -> dict[str, Any]:
     """A streaming operation: `event: status` lines whose data is the job as JSON (upstream_stub/events.py)."""
-    op["responses"]["200"]["content"] = {"text/event-stream": {"schema": {"type": "string"}}}
+    # The schema describes one event (field -> value), as SSE-aware tools read it, not the stream.
+    event = {"type": "object", "properties": {
+        "event": {"type": "string", "enum": ["status"]}, "id": {"type": "string"},
+        "data": {"type": "string", "description": "the job as JSON"}, "retry": {"type": "integer"}}}
+    op["responses"]["200"]["content"] = {"text/event-stream": {"schema": event}}
     return op
 
 
