@@ -243,6 +243,7 @@ import base64, secrets, sys, uuid
 tok = lambda: secrets.token_urlsafe(48)
 values = {
     "GATEWAY_JWT_SECRET": tok(), "GATEWAY_IDENTITY_SECRET": tok(), "GATEWAY_AUDIT_KEY": "k1:" + tok(),
+    "GATEWAY_CORS_ORIGINS": "https://app.deploy-test.internal",
     "UPSTREAM_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     "UPSTREAM_STATE_SECRET": tok(), "KOMMO_WEBHOOK_SECRET": tok(), "KOMMO_CHANNEL_SECRET": tok(),
     "KOMMO_CLIENT_ID": str(uuid.uuid4()), "KOMMO_CLIENT_SECRET": tok(),
