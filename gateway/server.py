@@ -38,13 +38,21 @@ class GatewayServer(uvicorn.Server):
         super().__init__(config)
         self.drain_delay = drain_delay
         self._draining = False
+        self._closing = False  # from the first exit signal on, every response says Connection: close
         # Signals that reached a worker before uvicorn installed its handlers (see _worker_entry).
         self.early = early if early is not None else []
 
     async def on_tick(self, counter: int) -> bool:
         while self.early and self.started:
             self.handle_exit(self.early.pop(0), None)
-        return await super().on_tick(counter)
+        done = await super().on_tick(counter)
+        # uvicorn rebuilds its default headers (the Date) once a second, which would drop the
+        # drain's `Connection: close` after at most a second: a load balancer's keep-alive
+        # connection then stays open through the whole drain and meets the lifespan shutdown.
+        close = (b"connection", b"close")
+        if self._closing and close not in self.server_state.default_headers:
+            self.server_state.default_headers.append(close)
+        return done
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == getattr(signal, "SIGHUP", None):
@@ -75,6 +83,7 @@ class GatewayServer(uvicorn.Server):
         loop.call_later(self.drain_delay, super().handle_exit, sig, frame)
 
     def _mark_draining(self) -> None:
+        self._closing = True
         close = (b"connection", b"close")
         headers = self.server_state.default_headers
         if close in headers:

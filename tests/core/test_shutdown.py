@@ -145,3 +145,30 @@ def test_drain_closes_keep_alive_connections_without_failing_a_reused_one(core_p
     assert stats["ok"] > 20
     assert stats["closed_by_header"] >= 4, stats
     assert stats["reused_failures"] == 0, stats
+
+
+def test_connection_close_lasts_the_whole_drain(core_policy: str, upstream: Proc) -> None:
+    """uvicorn rebuilds its default headers every second; the drain's `Connection: close` must
+    survive that, or a load balancer's keep-alive connection stays open through the drain and
+    meets the lifespan shutdown (seen as a 502 in the compose smoke test)."""
+    import http.client
+
+    g = start_gateway(core_policy, upstream.url, {"GATEWAY_DRAIN_DELAY": "6", "GATEWAY_GRACE_TIMEOUT": "10"})
+    try:
+        assert wait_until(lambda: _ok(f"{g.url}/healthz"), timeout=90)
+        g.signal(signal.SIGTERM)
+        seen = []
+        deadline = time.monotonic() + 3.5  # well past two of uvicorn's once-a-second rebuilds
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+            conn.request("GET", "/v1/echo")
+            resp = conn.getresponse()
+            resp.read()
+            seen.append((resp.status, (resp.getheader("connection") or "").lower()))
+            conn.close()
+            time.sleep(0.25)
+        assert len(seen) >= 5
+        assert all(conn_header == "close" for _status, conn_header in seen), seen
+        assert g.wait(30) == 0
+    finally:
+        g.stop()
