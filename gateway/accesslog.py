@@ -30,6 +30,7 @@ from typing import Any
 
 from gateway.auth import claim_at
 from gateway.context import RequestContext
+from gateway.logs import take_batch
 from gateway.pipeline.base import Scope
 
 log = logging.getLogger("gateway.accesslog")
@@ -139,18 +140,7 @@ class AccessLog:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
-            batch: list[Any] = []
-            stop = item is _STOP
-            while not stop:
-                batch.append(item)
-                if len(batch) >= _BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                stop = item is _STOP
+            batch, stop = take_batch(self._queue, self._queue.get(), _BATCH, _STOP)
             if batch:
                 for e in batch:
                     e["time"] = _rfc3339(e["time"])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import re
 import sys
 import time
 from contextvars import ContextVar
+from typing import Any
 
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
@@ -57,3 +59,20 @@ def setup_logging(level: str = "info") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def take_batch(q: queue.Queue[Any], first: Any, limit: int, stop: object) -> tuple[list[Any], bool]:
+    """The writer threads' batching (audit, access log): `first` plus whatever else is already
+    queued, up to `limit` items, without waiting; and whether the stop marker was met."""
+    batch: list[Any] = []
+    item, stopped = first, first is stop
+    while not stopped:
+        batch.append(item)
+        if len(batch) >= limit:
+            break
+        try:
+            item = q.get_nowait()
+        except queue.Empty:
+            break
+        stopped = item is stop
+    return batch, stopped

@@ -36,6 +36,7 @@ from gateway.audit.checkpoints import CheckpointWriter
 from gateway.audit.filesink import FileSink
 from gateway.audit.keys import AuditKeys
 from gateway.audit.records import rfc3339_now, sanitize
+from gateway.logs import take_batch
 
 log = logging.getLogger("gateway.audit")
 
@@ -158,23 +159,13 @@ class AuditLog:
     def _run(self) -> None:
         next_checkpoint = time.monotonic() + self.checkpoint_interval
         while True:
-            batch: list[dict[str, Any]] = []
             try:
                 item = self._queue.get(timeout=max(0.0, next_checkpoint - time.monotonic()))
             except queue.Empty:
                 self._checkpoint()
                 next_checkpoint = time.monotonic() + self.checkpoint_interval
                 continue
-            stop = item is _STOP
-            while not stop:
-                batch.append(item)
-                if len(batch) >= _BATCH:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                stop = item is _STOP
+            batch, stop = take_batch(self._queue, item, _BATCH, _STOP)
             if batch:
                 self._write(batch)
             if time.monotonic() >= next_checkpoint:
