@@ -117,7 +117,7 @@ def _policy_without_token_cache(b: Bench) -> Path:
 def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
             checkout: Path | None = None, access_log: str | None = None) -> Callable[[Bench], Launched]:
     """`checkout`: run the gateway code of another checkout (a before/after in one run), with
-    this checkout's Python environment and policy."""
+    this checkout's Python environment and that checkout's own policy."""
 
     def start(b: Bench) -> Launched:
         started: list[Proc] = []
@@ -129,7 +129,9 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(admin_port),
             "GATEWAY_UPSTREAM_URL": f"http://{LOOPBACK}:{b.upstream_port}",
             "GATEWAY_WORKERS": str(workers),
-            "GATEWAY_POLICY_DIR": str(b.root / "policies" if token_cache else _policy_without_token_cache(b)),
+            # Another checkout runs with its own policy: an older gateway refuses keys it does not know.
+            "GATEWAY_POLICY_DIR": str(checkout / "policies" if checkout is not None
+                                      else b.root / "policies" if token_cache else _policy_without_token_cache(b)),
             "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
         })
         if access_log is not None:

@@ -247,7 +247,10 @@ def test_worker_processes_share_one_chain(tmp_path: Path) -> None:
     checkpoints = read_lines(Path(f"{path}.checkpoints"))
     result = verify_files(chain, checkpoints=checkpoints)
     assert result.ok and result.lines == 1200 and result.anchored and len(chain) > 3, result.findings
-    assert result.unanchored == 0 and result.checkpoints >= 3  # each worker's close checkpoints
+    # Every close checkpoints the head unless the last checkpoint already says exactly that, so
+    # workers that close after the last write add nothing: one checkpoint may be all there is.
+    # What must hold is that it covers the end: no line after it is unanchored.
+    assert result.unanchored == 0 and result.checkpoints >= 1
     assert not any(json.loads(line).get("event") == "audit.segment" for n in chain for line in read_lines(Path(n)))
     seen = [json.loads(line) for name in chain for line in read_lines(Path(name))]
     for w in range(3):
