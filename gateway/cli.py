@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from gateway.errors import PolicyError
@@ -180,6 +181,20 @@ PASSTHROUGH["diff"] = "gateway.policydiff:diff_main"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `gateway` command. A reader that goes away early (`gateway routes | head`) ends the
+    command quietly, with no traceback: output nobody reads is not an error of the user's."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a closed pipe shows here, not at interpreter exit
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's own last flush cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    return code
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in PASSTHROUGH:
         import importlib

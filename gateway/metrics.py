@@ -51,6 +51,10 @@ WEBHOOK_OUTCOMES = frozenset(
 )
 RELOAD_RESULTS = frozenset({"ok", "failed"})
 REDIS_COMPONENTS = ("ratelimit", "webhook_dedupe")
+# Refusals made by the HTTP server layer (gateway/protocol.py), before a request reaches the
+# pipeline: malformed HTTP, a request head that did not arrive in time, a connection over
+# limits.max_connections (closed before any byte is read, so no response and no catalogue entry).
+PROTOCOL_REFUSALS = ("request.invalid", "request.header_timeout", "connection.limit")
 # Denial reasons worth a zero series per route, by what the route declares.
 _JWT_REASONS = ("auth.missing_token", "auth.invalid_token", "auth.expired")
 # 1 ms .. 30 s: the fast path is a few ms; 30 s is the longest upstream timeout we expect.
@@ -170,9 +174,11 @@ class Metrics:
         self.audit_failures = Counter("gateway_audit_failures_total", "Audit sink failures.", registry=r)
         self.audit_drops = Counter("gateway_audit_dropped_total", "Audit records dropped (queue full).",
                                    registry=r)
-        self.connections_refused = Counter("gateway_connections_refused_total",
-                                           "Client connections closed at once: over limits.max_connections.",
-                                           registry=r)
+        self.protocol_refusals = Counter("gateway_protocol_refusals_total",
+                                         "Refusals by the HTTP server layer before the pipeline, by reason: "
+                                         "malformed HTTP (request.invalid), request head too slow "
+                                         "(request.header_timeout), over limits.max_connections (connection.limit).",
+                                         ["reason"], registry=r)
         self.deprecated_calls = Counter("gateway_deprecated_calls_total",
                                         "Calls to deprecated routes (after sunset: refused), by route id.",
                                         ["route", "outcome"], registry=r)
@@ -191,6 +197,8 @@ class Metrics:
         self._pending_inc: dict[Any, float] = {}
         self._pending_obs: dict[Any, list[Any]] = {}
         self._policy_hash: str | None = None
+        for reason in PROTOCOL_REFUSALS:  # known series exist at zero (alerts see a rate, not absence)
+            self._child(self.protocol_refusals, reason)
         self.build_info.labels(_version(), platform.python_version()).set(1)
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -301,8 +309,11 @@ class Metrics:
     def audit_failure(self, n: int = 1) -> None:
         self.audit_failures.inc(n)
 
-    def connection_refused(self) -> None:
-        self.connections_refused.inc()
+    def protocol_refused(self, reason: str) -> None:
+        """A refusal in gateway/protocol.py; batched like the request counts (flushed each second)."""
+        if reason not in PROTOCOL_REFUSALS:
+            raise ValueError(f"unknown protocol refusal {reason!r}; expected one of {PROTOCOL_REFUSALS}")
+        self._inc(self._child(self.protocol_refusals, reason))
 
     def audit_dropped(self, n: int = 1) -> None:
         self.audit_drops.inc(n)

@@ -5,9 +5,12 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   from the first byte of a keep-alive request: a client that sends nothing, or half a head, is
   closed (408 problem+json when a partial head arrived). Idle keep-alive is uvicorn's own timer.
 - a cap on open client connections (`limits.max_connections`): beyond it a new connection is closed
-  at once and counted (`gateway_connections_refused_total`).
+  at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
-  uvicorn's `400 text/plain`.
+  uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
+  response's request id, reason `request.invalid`, path `(unparsed)`).
+- every refusal made here is counted in `gateway_protocol_refusals_total{reason}` (the pipeline's
+  own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
   which refuses it with a 4xx problem+json (and no warning per request in the server log).
 - `scope["gateway.drop_connection"]`: lets the forwarder end a response that broke mid-body (the
@@ -18,11 +21,13 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
 from __future__ import annotations
 
 import asyncio
+import time
 from os import urandom
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from gateway.audit.records import request_record
 from gateway.errors import BadRequest, GatewayError, HeaderTimeout
 
 # Idle keep-alive connections older than this are closed when the drain starts; younger ones get
@@ -30,8 +35,8 @@ from gateway.errors import BadRequest, GatewayError, HeaderTimeout
 DRAIN_IDLE_GRACE = 1.0
 
 
-def problem_bytes(err: GatewayError) -> bytes:
-    rid = urandom(12).hex()
+def problem_bytes(err: GatewayError, rid: str | None = None) -> bytes:
+    rid = rid or urandom(12).hex()
     body = err.body(rid)
     return b"".join([
         STATUS_LINE[err.status], b"content-type: application/problem+json\r\n",
@@ -50,12 +55,12 @@ class GatewayProtocol(HttpToolsProtocol):
     """Per-connection protocol; `gateway` (the app, for its live policy) is set by `protocol_for`."""
 
     gateway: Any = None
-    on_refused: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.head_timer: asyncio.TimerHandle | None = None
         self.in_head = False
+        self.head_started: float | None = None
         self.idle_since = self.loop.time()
 
     def _limits(self) -> Any:
@@ -68,8 +73,7 @@ class GatewayProtocol(HttpToolsProtocol):
         if limits is not None and len(self.connections) >= limits.max_connections:
             self.transport = transport
             transport.close()
-            if self.on_refused is not None:
-                self.on_refused()
+            self._count("connection.limit")
             return
         super().connection_made(transport)
         self._arm_head_timer()
@@ -86,6 +90,11 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.head_timer is None and limits is not None:
             self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
 
+    def _count(self, reason: str) -> None:
+        metrics = getattr(self.gateway, "metrics", None)
+        if metrics is not None:
+            metrics.protocol_refused(reason)
+
     def _cancel_head_timer(self) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
@@ -100,11 +109,13 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.write(problem_bytes(HeaderTimeout(detail="the request head did not arrive in time")))
         if not busy or self.in_head:
             self.transport.close()
+            self._count(HeaderTimeout.reason)
 
     # --- parser callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.in_head = True
+        self.head_started = time.perf_counter()
         self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
@@ -121,8 +132,29 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_response_complete()
 
     def send_400_response(self, msg: str) -> None:
-        self.transport.write(problem_bytes(BadRequest("request.invalid", "the request is not valid HTTP/1.1")))
+        err = BadRequest("request.invalid", "the request is not valid HTTP/1.1")
+        rid = urandom(12).hex()
+        self.transport.write(problem_bytes(err, rid))
         self.transport.close()
+        self._count(err.reason)
+        self._audit(rid, err)
+
+    def _audit(self, rid: str, err: GatewayError) -> None:
+        """The audit record of a refusal the pipeline never saw (no route, no identity, no path)."""
+        audit = getattr(self.gateway, "audit", None)
+        if audit is None:
+            return
+        try:
+            method = self.parser.get_method().decode("ascii")  # only a method httptools knows
+        except Exception:
+            method = "-"
+        started = self.head_started
+        audit.submit(request_record(
+            request_id=rid, sub=None, org=None, client_ip=self.client[0] if self.client else "-",
+            method=method, route_id=None, path="(unparsed)", status=err.status, decision="deny",
+            reason=err.reason,
+            duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
+        ))
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # the pipeline refuses the upgrade (request.upgrade_not_allowed) and records it
@@ -151,6 +183,6 @@ class GatewayProtocol(HttpToolsProtocol):
                                                             self.timeout_keep_alive_handler)
 
 
-def protocol_for(gateway: Any, on_refused: Any = None) -> type[GatewayProtocol]:
-    """A protocol class bound to this worker's gateway (its live policy limits)."""
-    return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway, "on_refused": on_refused})
+def protocol_for(gateway: Any) -> type[GatewayProtocol]:
+    """A protocol class bound to this worker's gateway (its live policy limits, metrics, audit log)."""
+    return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway})

@@ -114,12 +114,11 @@ def _handled_signals() -> None:
 def make_config(settings: Settings, app: object) -> uvicorn.Config:
     from gateway.protocol import protocol_for
 
-    metrics = getattr(app, "metrics", None)
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host, port=settings.port,
         # ws="none": the server never takes an upgrade over; the pipeline refuses it as HTTP.
-        loop="uvloop", http=protocol_for(app, getattr(metrics, "connection_refused", None)), ws="none",
+        loop="uvloop", http=protocol_for(app), ws="none",
         lifespan="on",
         access_log=False, server_header=False, proxy_headers=False, log_config=None,
         timeout_graceful_shutdown=int(settings.grace_timeout) or None,

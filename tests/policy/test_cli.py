@@ -111,6 +111,22 @@ def test_routes_json_parses() -> None:
                row["source"].startswith("policies/routes.yaml:") for row in rows)
 
 
+@pytest.mark.parametrize("args", [("routes", "--json"), ("check",)])
+def test_a_reader_that_leaves_early_gets_no_traceback(args: tuple[str, ...]) -> None:
+    """`gateway routes | head -1`: the reader closes the pipe; the command ends quietly, exit 1."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command writes a byte: every write fails with EPIPE
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "KOMMO_"))}
+    base["PYTHONPATH"] = str(ROOT)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gateway", *args, str(SHIPPED)], cwd=ROOT, env=base,
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "BrokenPipeError" not in r.stderr, r.stderr
+
+
 def test_routes_on_a_broken_policy_exits_two(tmp_path: Path) -> None:
     (tmp_path / "routes.yaml").write_text(THREE_MISTAKES)
     r = run("routes", str(tmp_path))
