@@ -7,6 +7,7 @@ flagged row fails: throughput of 401s or 429s says nothing about the proxy.
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,8 @@ SWEEP_BAR = 0.9       # issue 16 (was 0.8, issue 2): gateway req/s at c=hi >= 0.
 SWEEP_P99_BAR = 3.0   # issue 16: gateway p99 at c=hi <= 3 x p99 at c=lo
 FLOOR_BAR = 0.5       # issue 2: gateway req/s >= 0.5 x Fastify floor, same run
 FULL_BAR = 1.0        # issue 16: gateway (1 worker, Redis-backed limits) req/s >= 1.0 x Fastify full
-GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noaccesslog", "gateway-baseline")
+GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noaccesslog", "gateway-baseline",
+                 "gateway-validate", "gateway-novalidate")
 
 
 @dataclass
@@ -70,10 +72,12 @@ class Report:
         return None
 
     def _families(self) -> list[tuple[str, int]]:
+        """The gateway (kind, workers) measured at more than one concurrency: the sweep bars'."""
         seen: list[tuple[str, int]] = []
         for r in self.rows:
             if r.kind in GATEWAY_KINDS and r.workers and (r.kind, r.workers) not in seen:
-                seen.append((r.kind, r.workers))
+                if len({x.conns for x in self.rows if (x.kind, x.workers) == (r.kind, r.workers)}) > 1:
+                    seen.append((r.kind, r.workers))
         return seen
 
     def _name(self, kind: str, workers: int) -> str:
@@ -148,11 +152,41 @@ class Report:
                          "Figures are NOT comparable with the published ones.")
         return "\n".join(lines)
 
+    def _cpu(self, kind: str) -> tuple[list[float], bool]:
+        """The CPU per request of every run of `kind` at the table's concurrency, and whether any
+        run of it was flagged (an answer other than 2xx: a refused body is not validated)."""
+        runs = [r for r in self.rows if r.kind == kind and r.conns == self.conns and r.result is not None]
+        return [r.cpu_us for r in runs if r.cpu_us is not None], any(r.flagged for r in runs)
+
+    def validation_cost_us(self) -> float | None:
+        """Median CPU per request of the POST runs with body validation minus the median of those
+        without (µs); None when either side has no figure or a run of it saw errors."""
+        (on, bad_on), (off, bad_off) = self._cpu("gateway-validate"), self._cpu("gateway-novalidate")
+        if not on or not off or bad_on or bad_off:
+            return None
+        return statistics.median(on) - statistics.median(off)
+
+    def validation_cost(self) -> str | None:
+        """The line under the table for `--variants validate`; None when that variant did not run."""
+        if not any(r.kind in ("gateway-validate", "gateway-novalidate") for r in self.rows):
+            return None
+        cost = self.validation_cost_us()
+        head = f"validation cost per request (POST /v1/agents, c{self.conns}):"
+        if cost is None:
+            return f"{head} n/a (a run was skipped, failed or saw non-2xx answers: a refused body is not validated)"
+        on, off = self._cpu("gateway-validate")[0], self._cpu("gateway-novalidate")[0]
+        spread = max(max(on) - min(on), max(off) - min(off))
+        return (f"{head} median {statistics.median(on):,.1f} - median {statistics.median(off):,.1f} = "
+                f"{cost:+,.1f} µs of gateway CPU ({len(on)} + {len(off)} runs; the runs of one side spread "
+                f"up to {spread:,.1f} µs, so a difference smaller than that is noise; the in-process "
+                "figure without the noise: python -m tests.openapi.bench_validate)")
+
     def write_json(self, path: Path, sweep: list[int], meta: dict[str, object]) -> None:
         data = {"meta": {**meta, "conns": self.conns, "duration_s": self.duration,
                          "comparable": self.comparable, "sweep": sweep},
                 "results": [r.to_json() for r in self.rows],
-                "bars": [vars(b) for b in self.bars(sweep)]}
+                "bars": [vars(b) for b in self.bars(sweep)],
+                "validation_cost_us_per_request": self.validation_cost_us()}
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 

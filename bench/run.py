@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -52,7 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=["redis"],
                    help="extra one-worker gateway runs: redis (Redis-backed limits, the default), "
                         "nocache (no token cache), noaccesslog (GATEWAY_ACCESS_LOG=off: the access "
-                        "log's cost); '' for none")
+                        "log's cost), validate (POST /v1/agents with and without body validation: "
+                        "its cost); '' for none")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),
@@ -79,7 +81,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, script: Path,
             tokens_file: Path, token: str, out: report.Report) -> None:
     levels = [args.conns, *(c for c in args.sweep if c != args.conns)] if t.sweep else [args.conns]
-    print(f"== {t.label}", flush=True)
+    print(f"== {t.label}" + (f" ({t.method} {len(t.body)}-byte JSON body)" if t.body else ""), flush=True)
+    body_file = None
+    if t.body is not None:
+        body_file = script.parent / f"body-{t.kind}.json"
+        body_file.write_bytes(t.body)
     try:
         launched = t.start(b)
     except (peers.Unavailable, StartError) as exc:
@@ -88,20 +94,21 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
                                    skipped=str(exc).splitlines()[0]))
         return
     try:
-        status, body = targets.probe(launched.url, token)
-        anon = targets.probe(launched.url, None)[0] if t.kind in ("full", *report.GATEWAY_KINDS) else None
+        status, body = targets.probe(launched.url, token, t.method, t.body)
+        anon = (targets.probe(launched.url, None, t.method, t.body)[0]
+                if t.kind in ("full", *report.GATEWAY_KINDS) else None)
         print(f"   {launched.url} -> probe HTTP {status}"
               + (f", without a token HTTP {anon}" if anon is not None else ""), flush=True)
         if args.warmup > 0:
             wrk.run(launched.url, conns=args.conns, duration=args.warmup, script=script,
-                    tokens_file=tokens_file)
+                    tokens_file=tokens_file, method=t.method, body_file=body_file)
         for c in levels:
             pid = launched.gateway_pid
             lag_before = gwstats.scrape_lag(launched.admin_url)
             cpu_before = gwstats.tree_cpu_seconds(pid) if pid else 0.0
             try:
                 res = wrk.run(launched.url, conns=c, duration=args.duration, script=script,
-                              tokens_file=tokens_file)
+                              tokens_file=tokens_file, method=t.method, body_file=body_file)
             except wrk.WrkError as exc:
                 print(f"   c={c}: skipped: {exc}", flush=True)
                 out.rows.append(report.Row(t.label, t.kind, c, t.workers, skipped=f"wrk failed: {exc}"))
@@ -124,6 +131,23 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
     finally:
         for proc in launched.procs:
             b.procs.stop(proc)
+
+
+def in_process_validation_cost() -> str:
+    """The same body's parse and validation timed in one process (`tests/openapi/bench_validate.py`):
+    ~1 % of a request's CPU, below what one end-to-end pair can resolve on a shared machine."""
+    python = ROOT / ".venv" / "bin" / "python"
+    argv = [str(python if python.exists() else sys.executable), "-m", "tests.openapi.bench_validate"]
+    try:
+        done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    except subprocess.TimeoutExpired:
+        return "in process: python -m tests.openapi.bench_validate did not finish in 120 s"
+    if done.returncode != 0:
+        return f"in process: python -m tests.openapi.bench_validate failed: {done.stderr.strip()[-300:]}"
+    keep = [line for line in done.stdout.splitlines()
+            if line.startswith(("body:", "strict parse", "jsonschema-rs valid", "parse + validate"))]
+    head = "in process (python -m tests.openapi.bench_validate: an agent body of the same shape, same schema):"
+    return "\n".join([head, *(f"  {line}" for line in keep)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -162,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     print()
     print(out.table(args.sweep))
+    if (cost := out.validation_cost()) is not None:
+        print(cost)
+        print(in_process_validation_cost())
     print()
     bars = out.bars(args.sweep)
     for bar in bars:

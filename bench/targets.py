@@ -2,12 +2,19 @@
 
 All targets get the same request shape, `GET /v1/agents?orgId=org-1` with a bearer token (the
 upstream direct gets the unversioned path the gateway forwards to). Only Fastify full and the
-gateway check the token; the others just carry the same bytes.
+gateway check the token; the others just carry the same bytes. The exception is the `validate`
+variant pair: `POST /v1/agents` with a typical agent-create body (AGENT_BODY), once with the
+shipped policy and once with a copy whose `agents.create` route says `validate: false`; the
+difference of their CPU per request is what edge body validation costs. The bench upstream
+answers every request with the same static JSON and stores nothing, so a few hundred thousand
+creates leave no state behind (the bundled upstream_stub would keep every agent in its database).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -15,11 +22,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import peers
+from bench import peers, tokens
 from bench.procs import LOOPBACK, Proc, Procs, free_port
 
 PUBLIC_PATH = "/v1/agents?orgId=org-1"
 UPSTREAM_PATH = "/agents?orgId=org-1"
+POST_PATH = "/v1/agents"
+POST_ROUTE = "agents.create"
+VALIDATE_ROUNDS = 3     # --variants validate: with/without pairs (ABBA order); the cost uses medians
+# A typical agent (valid for the AgentCreate schema of policies/openapi.yaml, ~200 bytes, the body
+# of tests/openapi/bench_validate.py); orgId is the tokens' org, as the route's tenant rule requires.
+AGENT_BODY = json.dumps({"orgId": tokens.ORG, "name": "Support bot",
+                         "description": "Answers tickets in English and Spanish", "model": "gpt-4o-mini",
+                         "config": {"temperature": 0.2, "tools": ["search", "crm.lookup"], "maxTokens": 800}},
+                        separators=(",", ":")).encode()
 
 
 @dataclass
@@ -48,13 +64,16 @@ class Launched:
 @dataclass(frozen=True)
 class Target:
     """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
-    one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog."""
+    one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog |
+    gateway-validate | gateway-novalidate (POST `body` as application/json)."""
 
     label: str
     kind: str
     start: Callable[[Bench], Launched]
     workers: int | None = None
     sweep: bool = False
+    method: str = "GET"
+    body: bytes | None = None           # sent as application/json
 
 
 def _url(port: int, path: str = PUBLIC_PATH) -> str:
@@ -99,25 +118,49 @@ def fastify_full(b: Bench) -> Launched:
     return Launched(_url(proc.port or 0), [proc, redis])
 
 
-def _policy_without_token_cache(b: Bench) -> Path:
-    """A copy of the shipped policy with the verified-token cache off (`auth.jwt.cache_size: 0`)."""
-    import shutil
-
+def policy_copy(src: Path, dest: Path, *, cache_size: int | None = None,
+                no_validate: tuple[str, ...] = ()) -> Path:
+    """A copy of the policy directory `src` at `dest` (replaced), with the bench's edits:
+    `cache_size` sets `auth.jwt.cache_size` (0: the verified-token cache off), `no_validate` names
+    routes that get `validate: false`. Only the files edited are rewritten (comments dropped);
+    the shipped policy is never touched. An unknown route id is an error, not a silent no-op."""
     import yaml
 
-    out = b.work / "policies-nocache"
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(b.root / "policies", out)
-    doc = yaml.safe_load((out / "gateway.yaml").read_text())
-    doc["auth"]["jwt"]["cache_size"] = 0
-    (out / "gateway.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    return out
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(src, dest)
+    if cache_size is not None:
+        doc = yaml.safe_load((dest / "gateway.yaml").read_text())
+        doc["auth"]["jwt"]["cache_size"] = cache_size
+        (dest / "gateway.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    if no_validate:
+        routes = yaml.safe_load((dest / "routes.yaml").read_text())
+        found = set()
+        for route in routes["routes"]:
+            if route.get("id") in no_validate:
+                route["validate"] = False
+                found.add(route["id"])
+        if missing := sorted(set(no_validate) - found):
+            raise ValueError(f"{src / 'routes.yaml'} has no route {', '.join(missing)}")
+        (dest / "routes.yaml").write_text(yaml.safe_dump(routes, sort_keys=False))
+    return dest
 
 
 def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
-            checkout: Path | None = None, access_log: str | None = None) -> Callable[[Bench], Launched]:
+            checkout: Path | None = None, access_log: str | None = None, validate: bool = True,
+            path: str = PUBLIC_PATH) -> Callable[[Bench], Launched]:
     """`checkout`: run the gateway code of another checkout (a before/after in one run), with
-    this checkout's Python environment and that checkout's own policy."""
+    this checkout's Python environment and that checkout's own policy. `validate=False`: the
+    POST route's body validation off (`validate: false` in a policy copy). `path`: what to load."""
+
+    def policy_dir(b: Bench) -> Path:
+        # Another checkout runs with its own policy: an older gateway refuses keys it does not know.
+        if checkout is not None:
+            return checkout / "policies"
+        if token_cache and validate:
+            return b.root / "policies"
+        name = "policies-" + "-".join(x for x, on in (("nocache", not token_cache), ("novalidate", not validate)) if on)
+        return policy_copy(b.root / "policies", b.work / name, cache_size=None if token_cache else 0,
+                           no_validate=() if validate else (POST_ROUTE,))
 
     def start(b: Bench) -> Launched:
         started: list[Proc] = []
@@ -129,9 +172,7 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             "GATEWAY_ADMIN_HOST": LOOPBACK, "GATEWAY_ADMIN_PORT": str(admin_port),
             "GATEWAY_UPSTREAM_URL": f"http://{LOOPBACK}:{b.upstream_port}",
             "GATEWAY_WORKERS": str(workers),
-            # Another checkout runs with its own policy: an older gateway refuses keys it does not know.
-            "GATEWAY_POLICY_DIR": str(checkout / "policies" if checkout is not None
-                                      else b.root / "policies" if token_cache else _policy_without_token_cache(b)),
+            "GATEWAY_POLICY_DIR": str(policy_dir(b)),
             "GATEWAY_JWT_SECRET": b.secret, "GATEWAY_DRAIN_DELAY": "0", "GATEWAY_GRACE_TIMEOUT": "2",
         })
         if access_log is not None:
@@ -151,10 +192,17 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             for p in started:
                 b.procs.stop(p)
             raise
-        return Launched(_url(port), [proc, *started], gateway_pid=proc.popen.pid,
+        return Launched(_url(port, path), [proc, *started], gateway_pid=proc.popen.pid,
                         admin_url=f"http://{LOOPBACK}:{admin_port}/metrics")
 
     return start
+
+
+def _validate_pair() -> tuple[Target, Target]:
+    return (Target("gateway w1 POST val", "gateway-validate", gateway(1, path=POST_PATH), workers=1,
+                   method="POST", body=AGENT_BODY),
+            Target("gateway w1 POST noval", "gateway-novalidate", gateway(1, validate=False, path=POST_PATH),
+                   workers=1, method="POST", body=AGENT_BODY))
 
 
 def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
@@ -178,21 +226,29 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         # above log every request to stdout, the default).
         *(Target("gateway w1 noaccesslog", "gateway-noaccesslog", gateway(1, access_log="off"), workers=1)
           for v in variants or [] if v == "noaccesslog"),
+        # Edge body validation's cost: POST /v1/agents with a typical body, with the shipped policy
+        # and with `validate: false` on that route, VALIDATE_ROUNDS pairs in A-B, B-A, A-B order
+        # (the difference is well under 1 % of the CPU per request; one pair on a busy machine is
+        # noise, and a fixed order adds the machine's drift to one side).
+        *(t for v in variants or [] if v == "validate" for i in range(VALIDATE_ROUNDS)
+          for t in (_validate_pair() if i % 2 == 0 else _validate_pair()[::-1])),
         # --baseline DIR: the same Redis-backed run with another checkout's code (before/after).
         *([Target("baseline w1 +redis", "gateway-baseline", gateway(1, with_redis=True, checkout=baseline),
                   workers=1, sweep=True)] if baseline is not None else []),
     ]
 
 
-def probe(url: str, token: str | None) -> tuple[int, str]:
+def probe(url: str, token: str | None, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
     """One request before the load, to show *why* a target answers non-2xx (e.g. 401 vs 429).
 
     With `token=None` it shows whether the target enforces authentication at all: a 2xx there
     means the figures are of a proxy that is not yet doing the policy's work.
     """
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
     # The URL is built in this module from LOOPBACK and a port: no file:// or foreign host.
-    req = urllib.request.Request(url, headers=headers)  # noqa: S310
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)  # noqa: S310
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310
             return resp.status, resp.read(200).decode(errors="replace")

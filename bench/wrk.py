@@ -4,7 +4,8 @@ Every target gets the same load: a Lua script that cycles through many pre-built
 each with the bearer token of a different user. One token would be rate-limited by the shipped
 policy (20/s per `sub`), and a benchmark of 429s measures nothing; thousands of users is also what
 the gateway sees in production. Requests are formatted once in `init`, so wrk's per-request cost
-is a table lookup and is the same for every target.
+is a table lookup and is the same for every target. The `validate` variants send a POST with a
+JSON body instead (the same script, given the method and a body file).
 """
 
 from __future__ import annotations
@@ -15,15 +16,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 LUA = """\
--- bench/wrk.py: cycle through one pre-formatted request per token (tokens file = script argument)
+-- bench/wrk.py: cycle through one pre-formatted request per token
+-- script arguments: tokens file, then optionally the method and a file holding a JSON body
 local reqs = {}
 local n = 0
 local i = 0
 function init(args)
+  local method = args[2] or "GET"
+  local body = nil
+  if args[3] and #args[3] > 0 then
+    local f = assert(io.open(args[3], "rb"))
+    body = f:read("*a")
+    f:close()
+  end
   for line in io.lines(args[1]) do
     if #line > 0 then
       n = n + 1
-      reqs[n] = wrk.format("GET", nil, {["Authorization"] = "Bearer " .. line})
+      local headers = {["Authorization"] = "Bearer " .. line}
+      if body then headers["Content-Type"] = "application/json" end
+      reqs[n] = wrk.format(method, nil, headers, body)
     end
   end
   if n == 0 then error("no tokens in " .. tostring(args[1])) end
@@ -105,10 +116,14 @@ def write_script(directory: Path, tokens: list[str]) -> tuple[Path, Path]:
 
 
 def run(url: str, *, conns: int, duration: int, script: Path, tokens_file: Path,
-        timeout_s: int = 10) -> WrkResult:
-    """`wrk -t1 -cC -dD --latency` against `url` (one thread: the machine has few cores)."""
+        timeout_s: int = 10, method: str = "GET", body_file: Path | None = None) -> WrkResult:
+    """`wrk -t1 -cC -dD --latency` against `url` (one thread: the machine has few cores).
+
+    `method` and `body_file` (a JSON body, sent with `Content-Type: application/json`) shape every
+    request; the default is the GET every target gets.
+    """
     argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", f"--timeout={timeout_s}s",
-            "-s", str(script), url, "--", str(tokens_file)]
+            "-s", str(script), url, "--", str(tokens_file), method, str(body_file or "")]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + timeout_s + 30,
                               check=False)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
+from typing import Any
 
-from bench import gwstats, report, wrk
+import pytest
+import yaml
+
+from bench import gwstats, report, targets, tokens, wrk
+
+ROOT = Path(__file__).resolve().parents[1]
 
 WRK_OUT = """Running 8s test @ http://127.0.0.1:1/v1/agents?orgId=org-1
   1 threads and 32 connections
@@ -86,3 +93,102 @@ def test_a_run_with_errors_cannot_pass() -> None:
 
 def test_missing_runs_are_not_applicable() -> None:
     assert _bars([])["gateway w1 +redis c32 req/s >= 1.0 x fastify full"] == "n/a"
+
+
+# --- --variants validate: the policy copy, the request it sends, the cost line --------------------
+
+def _cpu_row(kind: str, cpu_us: float | None, non_2xx: int = 0, conns: int = 32) -> report.Row:
+    row = _row(kind, conns, 2000, 30.0, non_2xx=non_2xx)
+    row.cpu_us = cpu_us
+    return row
+
+
+def test_validation_cost_is_the_difference_of_medians() -> None:
+    rows = [_cpu_row("gateway-validate", 310), _cpu_row("gateway-novalidate", 300),
+            _cpu_row("gateway-validate", 400), _cpu_row("gateway-novalidate", 290),
+            _cpu_row("gateway-validate", 305), _cpu_row("gateway-novalidate", 302),
+            _cpu_row("gateway-validate", 999, conns=8)]  # another concurrency: not part of it
+    r = report.Report(32, 8, True, rows)
+    assert r.validation_cost_us() == pytest.approx(310 - 300)
+    line = r.validation_cost()
+    assert line is not None and "+10.0 µs" in line and "3 + 3 runs" in line
+    # no sweep bars (all n/a) for variants measured at one concurrency only
+    one_c = report.Report(32, 8, True, rows[:-1])
+    assert not any("POST" in b.name or "validate" in b.name for b in one_c.bars([8, 64]))
+    assert any("gateway-validate" in b.name for b in r.bars([8, 64]))
+
+
+def test_validation_cost_refuses_runs_with_errors_or_missing_sides() -> None:
+    bad = report.Report(32, 8, True, [_cpu_row("gateway-validate", 310, non_2xx=5),
+                                      _cpu_row("gateway-novalidate", 300)])
+    assert bad.validation_cost_us() is None
+    assert "n/a" in (bad.validation_cost() or "")
+    one_side = report.Report(32, 8, True, [_cpu_row("gateway-validate", 310)])
+    assert one_side.validation_cost_us() is None
+    no_cpu = report.Report(32, 8, True, [_cpu_row("gateway-validate", None), _cpu_row("gateway-novalidate", 1)])
+    assert no_cpu.validation_cost_us() is None
+    assert report.Report(32, 8, True, [_cpu_row("gateway", 100)]).validation_cost() is None
+
+
+def _load(policy_dir: Path) -> Any:
+    from gateway.policy.loader import load_policy
+    from gateway.settings import Settings, effective_env
+
+    return load_policy(policy_dir, effective_env(Settings(), {}), False)
+
+
+def _post_rule(policy: Any) -> Any:
+    route = next(r for r in policy.routes if r.id == targets.POST_ROUTE)
+    return route.body_rules["POST"]
+
+
+def test_policy_copy_turns_validation_off_on_the_post_route_only(tmp_path: Path) -> None:
+    shipped = ROOT / "policies"
+    before = {p.name: p.read_bytes() for p in shipped.glob("*.yaml")}
+    copy = targets.policy_copy(shipped, tmp_path / "p", no_validate=(targets.POST_ROUTE,))
+    assert {p.name: p.read_bytes() for p in shipped.glob("*.yaml")} == before  # shipped untouched
+    on, off = _load(shipped), _load(copy)
+    assert _post_rule(on).validator is not None
+    assert _post_rule(off).validator is None
+    assert _post_rule(off).json_only  # still parsed strictly (duplicate keys), just not validated
+    # every other route is as shipped
+    def validated(p: Any) -> set[str]:
+        return {r.id for r in p.routes if r.body_rules and any(x.validator for x in r.body_rules.values())}
+    assert validated(on) - validated(off) == {targets.POST_ROUTE}
+    # the POST route's limit is per user, and the bench's default 5,000 users stay under it up to
+    # 10,000 req/s (otherwise the copy would have to raise it: a run of 429s measures nothing)
+    limit = next(r for r in on.routes if r.id == targets.POST_ROUTE).rate_limit
+    assert limit.key == ("sub",)
+    assert all(item.amount / item.get_expiry() * 5000 >= 10_000 for item in limit.items)
+
+
+def test_policy_copy_token_cache_and_unknown_route(tmp_path: Path) -> None:
+    copy = targets.policy_copy(ROOT / "policies", tmp_path / "p", cache_size=0)
+    assert yaml.safe_load((copy / "gateway.yaml").read_text())["auth"]["jwt"]["cache_size"] == 0
+    assert (copy / "routes.yaml").read_bytes() == (ROOT / "policies" / "routes.yaml").read_bytes()
+    with pytest.raises(ValueError, match="no.such.route"):
+        targets.policy_copy(ROOT / "policies", tmp_path / "q", no_validate=("no.such.route",))
+
+
+def test_the_bench_post_body_is_accepted_by_the_shipped_schema() -> None:
+    rule = _post_rule(_load(ROOT / "policies"))
+    body = json.loads(targets.AGENT_BODY)
+    assert rule.errors(body) == []
+    assert body["orgId"] == tokens.ORG  # the route's tenant rule: the body's org is the token's
+    assert 150 <= len(targets.AGENT_BODY) <= 400  # a typical agent, not a minimal one
+
+
+def test_wrk_script_sends_the_method_and_body_given(tmp_path: Path) -> None:
+    script, _ = wrk.write_script(tmp_path, ["t1"])
+    lua = script.read_text()
+    assert 'wrk.format(method, nil, headers, body)' in lua
+    assert '"Content-Type"' in lua and "args[2]" in lua and "args[3]" in lua
+
+
+def test_validate_variant_alternates_the_order_of_its_pairs() -> None:
+    kinds = [t.kind for t in targets.all_targets([1], False, True, ["validate"]) if "validate" in t.kind]
+    assert kinds == ["gateway-validate", "gateway-novalidate", "gateway-novalidate", "gateway-validate",
+                     "gateway-validate", "gateway-novalidate"]
+    posts = [t for t in targets.all_targets([1], False, True, ["validate"]) if t.method == "POST"]
+    assert posts and all(t.body == targets.AGENT_BODY and t.workers == 1 for t in posts)
+    assert not [t for t in targets.all_targets([1], False, True, ["redis"]) if t.method == "POST"]
