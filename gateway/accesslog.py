@@ -6,35 +6,32 @@
      "bytes_in":0,"bytes_out":512,"user_agent":"curl/8.5"}
 
 `stdout` (default), a file path (appended; reopened when rotated away by logrotate and the like),
-or `off`. Off the request path, as the audit is: the observer only builds a small dict and
-`put_nowait`s it; a writer thread serialises and writes in batches. When the queue is full the
-line is dropped and counted (`gateway_access_log_dropped_total`), never waited for.
-
-What is never in it: the token, any header but the user agent (capped), the query string and the
-raw path (a secret path token, OAuth codes), bodies. The client's own `X-Request-ID`, when it was
-not adopted, is `client_request_id`.
+or `off`. Off the request path, as the audit is: the observer only appends a tuple of the fields
+to a deque; a writer thread formats and writes them in batches. The writer is woken at most once
+per batch: it sleeps on an event only when it found nothing to write (the next request wakes it,
+so a quiet gateway logs at once), and while lines keep coming it writes what has gathered every
+`interval` seconds, so a busy worker pays no thread wake-up per request. When `queue_size` lines
+are waiting the line is dropped and counted (`gateway_access_log_dropped_total`), never waited for.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
-import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.auth import claim_at
 from gateway.context import RequestContext
-from gateway.logs import take_batch
 from gateway.pipeline.base import Scope
 
 log = logging.getLogger("gateway.accesslog")
-_STOP = object()
 _BATCH = 1024
 MAX_USER_AGENT = 256
 
@@ -63,30 +60,89 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+_escape = json.encoder.encode_basestring_ascii  # C: what json.dumps emits for a str
+
+
+def _json(value: Any) -> str:
+    """One JSON value, as `json.dumps` writes it (ASCII, every control character escaped)."""
+    if value.__class__ is str:
+        return _escape(value)  # type: ignore[no-any-return]
+    if value is None:
+        return "null"
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value) if math.isfinite(value) else "null"
+    return str(_escape(str(value)))
+
+
+class _Clock:
+    """RFC 3339 UTC with milliseconds; the seconds part is formatted once per second."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, t: float) -> str:
+        second = int(t)
+        if second != self._second:
+            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._prefix}.{min(int((t - second) * 1000), 999):03d}Z"
+
+
+def encode_line(entry: tuple[Any, ...], clock: Callable[[float], str]) -> bytes:
+    """The line of one entry as `AccessLog.__call__` captured it (field order of the docstring)."""
+    (t, duration, rid, trace_id, route, method, status, decision, reason, upstream, ip, org, sub,
+     bytes_in, bytes_out, ua, client_rid) = entry
+    j = _json
+    line = (f'{{"type":"access","time":"{clock(t)}","request_id":{j(rid)},"trace_id":{j(trace_id)},'
+            f'"route":{j(route)},"method":{j(method)},"status":{j(status)},"decision":{j(decision)},'
+            f'"reason":{j(reason)},"duration_ms":{j(round(duration * 1000, 3))},'
+            f'"upstream_ms":{j(round(upstream * 1000, 3) if upstream is not None else None)},'
+            f'"client_ip":{j(ip)},"org":{j(org)},"sub":{j(sub)},"bytes_in":{j(bytes_in)},'
+            f'"bytes_out":{j(bytes_out)},"user_agent":{j(ua)}')
+    if client_rid is not None:
+        line += f',"client_request_id":{j(client_rid)}'
+    return (line + "}\n").encode()
 
 
 class AccessLog:
-    """Queue + writer thread; call it as a request observer."""
+    """Deque + writer thread; call it as a request observer."""
 
     def __init__(self, target: str, *, org_claim: str = "org_id", queue_size: int = 20000,
-                 on_dropped: Callable[[int], None] | None = None) -> None:
+                 on_dropped: Callable[[int], None] | None = None, interval: float = 0.05) -> None:
         target = (target or "stdout").strip()
         self.target = target
         self.enabled = target.lower() != "off"
         self.org_claim = org_claim
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self.queue_size = queue_size
+        self.interval = interval
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._idle = False      # the writer sleeps until woken: the next line sets the event
+        self._stopping = False
         self._on_dropped = on_dropped
         self._thread: threading.Thread | None = None
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
+        self._clock = _Clock()
         self.written = 0
         self.dropped = 0
         self.failures = 0
+        self.wakeups = 0
 
     def __call__(self, scope: Scope, ctx: RequestContext) -> None:
         if not self.enabled:
+            return
+        pending = self._pending
+        if len(pending) >= self.queue_size:
+            self.dropped += 1
+            if self._on_dropped is not None:
+                self._on_dropped(1)
             return
         claims = ctx.claims
         sub = org = None
@@ -99,31 +155,23 @@ class AccessLog:
             if k == b"user-agent":
                 ua = v[:MAX_USER_AGENT].decode("latin-1")
                 break
-        upstream = ctx.upstream_seconds
         trace = ctx.trace
-        # Cheap here (a float), formatted by the writer thread: the request path pays for a dict.
-        entry = {
-            "type": "access", "time": time.time(), "request_id": ctx.request_id,
-            "trace_id": trace.trace_id if trace is not None else None,
-            "route": ctx.route.id if ctx.route is not None else None, "method": scope.get("method"),
-            "status": ctx.status, "decision": ctx.decision, "reason": ctx.reason,
-            "duration_ms": round((time.perf_counter() - ctx.started) * 1000, 3),
-            "upstream_ms": round(upstream * 1000, 3) if upstream is not None else None,
-            "client_ip": ctx.client_ip, "org": org, "sub": sub,
-            "bytes_in": ctx.bytes_in, "bytes_out": ctx.bytes_out, "user_agent": ua,
-        }
-        if ctx.client_request_id is not None:
-            entry["client_request_id"] = ctx.client_request_id
-        try:
-            self._queue.put_nowait(entry)
-        except queue.Full:
-            self.dropped += 1
-            if self._on_dropped is not None:
-                self._on_dropped(1)
+        route = ctx.route
+        # A tuple of what the line needs; rounding, time formatting and JSON are the writer's.
+        pending.append((
+            time.time(), time.perf_counter() - ctx.started, ctx.request_id,
+            trace.trace_id if trace is not None else None, route.id if route is not None else None,
+            scope.get("method"), ctx.status, ctx.decision, ctx.reason, ctx.upstream_seconds,
+            ctx.client_ip, org, sub, ctx.bytes_in, ctx.bytes_out, ua, ctx.client_request_id,
+        ))
+        if self._idle:  # at most one wake-up per batch: only a sleeping writer is woken
+            self._idle = False
+            self._wake.set()
 
     def start(self) -> None:
         if not self.enabled or self._thread is not None:
             return
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
         self._thread.start()
 
@@ -131,23 +179,52 @@ class AccessLog:
         """Write what is queued, then stop (blocking: call from a thread or at exit)."""
         if self._thread is None:
             return
-        self._queue.put(_STOP)
+        self._stopping = True
+        self._wake.set()
         self._thread.join(10)
         self._thread = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
+    def _take(self) -> list[tuple[Any, ...]]:
+        pending, batch = self._pending, list[tuple[Any, ...]]()
+        try:
+            while len(batch) < _BATCH:
+                batch.append(pending.popleft())
+        except IndexError:
+            pass
+        return batch
+
     def _run(self) -> None:
+        wake = self._wake
         while True:
-            batch, stop = take_batch(self._queue, self._queue.get(), _BATCH, _STOP)
+            self.wakeups += 1
+            batch = self._take()
             if batch:
-                for e in batch:
-                    e["time"] = _rfc3339(e["time"])
-                lines = [(json.dumps(e, separators=(",", ":"), default=str) + "\n").encode() for e in batch]
-                self._write(lines)
-            if stop:
+                try:
+                    clock = self._clock
+                    lines = [encode_line(e, clock) for e in batch]
+                except Exception as exc:  # a line that cannot be formatted must not stop the writer
+                    self.failures += 1
+                    log.error("access log line not formatted: %s", exc)
+                else:
+                    self._write(lines)
+                if len(self._pending) >= _BATCH:
+                    continue
+            if self._stopping and not self._pending:
                 return
+            wake.clear()
+            if batch:
+                # Lines are coming: let the next ones gather for `interval` (close() cuts it short).
+                wake.wait(self.interval)
+                continue
+            # Nothing to write: sleep until a request arrives (it sets the event, once).
+            self._idle = True
+            if self._pending or self._stopping:  # arrived between the take and `_idle`
+                self._idle = False
+                continue
+            wake.wait()
 
     def _write(self, lines: list[bytes]) -> None:
         try:

@@ -3,7 +3,9 @@
 A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per worker:
 - a deadline for the request head (`limits.header_timeout`), from the connection's first byte or
   from the first byte of a keep-alive request: a client that sends nothing, or half a head, is
-  closed (408 problem+json when a partial head arrived). Idle keep-alive is uvicorn's own timer.
+  closed (408 problem+json when a partial head arrived).
+- an idle keep-alive connection closes after `limits.keepalive_timeout` (uvicorn's timer, with the
+  value of the live policy when the connection opened).
 - a cap on open client connections (`limits.max_connections`): beyond it a new connection is closed
   at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
@@ -62,6 +64,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self.in_head = False
         self.head_started: float | None = None
         self.idle_since = self.loop.time()
+        limits = self._limits()
+        if limits is not None:
+            self.timeout_keep_alive = limits.keepalive_timeout
 
     def _limits(self) -> Any:
         gw = self.gateway

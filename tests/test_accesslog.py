@@ -108,3 +108,111 @@ def test_write_lines_never_splits_a_line_across_pipe_writes() -> None:
     assert data == b"".join(lines)
     assert all(n <= PIPE_BUF for n in writes) and len(writes) > 1
     assert all(n % len(lines[0]) == 0 for n in writes)  # whole lines only (equal-length lines here)
+
+
+HOSTILE = [
+    'quote " backslash \\ slash / done',
+    "newline\nreturn\rtab\tnul\x00 bell\x07 esc\x1b del\x7f",
+    "line sep \u2028 para sep \u2029 bom \ufeff",
+    "latin-1 \xe9\xff and beyond \u4e2d\U0001f600",
+    'forged","status":200,"decision":"allow',
+    "lone surrogate \ud800 end",
+    "",
+]
+
+
+def test_hostile_strings_stay_one_valid_json_line_equal_to_json_dumps() -> None:
+    from gateway.accesslog import encode_line
+
+    for s in HOSTILE:
+        entry = (1764461523.118, 0.0031234, s, s, s, s, 200, s, s, 0.0024, s, s, s, 0, 512, s, s)
+        line = encode_line(entry, lambda t: "2025-11-30T00:12:03.118Z")
+        assert line.endswith(b"\n") and line.count(b"\n") == 1 and b"\r" not in line and line.isascii()
+        want = {"type": "access", "time": "2025-11-30T00:12:03.118Z", "request_id": s, "trace_id": s,
+                "route": s, "method": s, "status": 200, "decision": s, "reason": s, "duration_ms": 3.123,
+                "upstream_ms": 2.4, "client_ip": s, "org": s, "sub": s, "bytes_in": 0, "bytes_out": 512,
+                "user_agent": s, "client_request_id": s}
+        assert json.loads(line) == want
+        assert line == (json.dumps(want, separators=(",", ":")) + "\n").encode()  # the encoder it replaces
+
+
+def test_odd_values_are_json_and_nulls_are_null() -> None:
+    from gateway.accesslog import encode_line
+
+    entry = (0.0, float("nan"), "r", None, None, None, 404, "deny", None, None, "ip", None, None, 0, 0, None, None)
+    got = json.loads(encode_line(entry, lambda t: "t"))
+    assert (got["duration_ms"], got["route"], got["user_agent"], got["upstream_ms"]) == (None, None, None, None)
+    assert "client_request_id" not in got
+    weird = (0.0, 0.001, True, 7, 1.5, b"x", 200, "allow", None, None, "ip", None, None, 0, 0, None, None)
+    got = json.loads(encode_line(weird, lambda t: "t"))
+    assert (got["request_id"], got["trace_id"], got["route"], got["method"]) == (True, 7, 1.5, "b'x'")
+
+
+def test_hostile_user_agent_and_client_id_from_the_request(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path))
+    log.start()
+    ua = b'evil"\n{"type":"access","status":200}\\\x00\xff' + b"x" * 400
+    c = ctx()
+    c.client_request_id = 'id"\n'
+    log({"method": "GET", "headers": [(b"user-agent", ua)]}, c)
+    log.close()
+    text = path.read_text()
+    assert text.count("\n") == 1
+    (entry,) = lines(path)
+    assert entry["user_agent"] == ua[:256].decode("latin-1") and entry["client_request_id"] == 'id"\n'
+
+
+def test_time_is_rfc3339_utc_milliseconds() -> None:
+    from datetime import UTC, datetime
+
+    from gateway.accesslog import _Clock
+
+    clock = _Clock()
+    for t in (1764461523.118, 1764461523.9996, 1764461524.0, 0.5):
+        want = datetime.fromtimestamp(int(t), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        assert clock(t) == f"{want}.{int(round((t - int(t)) * 1e6)) // 1000:03d}Z"
+
+
+def test_close_writes_everything_queued_in_batches(tmp_path: Path) -> None:
+    log = AccessLog(str(tmp_path / "a.log"))
+    for i in range(2500):  # more than one batch, queued before the writer starts
+        log(SCOPE, ctx(f"{i:024d}"))
+    log.start()
+    log.close()
+    assert [e["request_id"] for e in lines(tmp_path / "a.log")] == [f"{i:024d}" for i in range(2500)]
+    assert log.written == 2500 and log.dropped == 0
+
+
+def test_writer_is_not_woken_per_line(tmp_path: Path) -> None:
+    log = AccessLog(str(tmp_path / "a.log"), interval=0.5)
+    log.start()
+    for i in range(300):
+        log(SCOPE, ctx(f"{i:024d}"))
+        time.sleep(0.001)  # lets the writer run between lines, as a serving event loop does
+    log.close()
+    assert log.written == 300
+    # A wake-up per line would be ~300; one per batch (0.5 s apart while lines come) is a handful
+    # (a few dozen even if each sleep above took 50 ms on a loaded machine).
+    assert log.wakeups < 80, log.wakeups
+
+
+def test_idle_writer_is_woken_by_the_next_line(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    log = AccessLog(str(path), interval=0.05)
+    log.start()
+    try:
+        for n in (1, 2, 3):
+            for _ in range(3000):  # polling, generous ceiling: wait until the writer sleeps untimed
+                if log._idle:
+                    break
+                time.sleep(0.01)
+            assert log._idle
+            log(SCOPE, ctx(f"{n}" * 24))
+            for _ in range(3000):  # only the line's own wake-up can write it now
+                if path.exists() and len(path.read_text().splitlines()) == n:
+                    break
+                time.sleep(0.01)
+            assert len(lines(path)) == n
+    finally:
+        log.close()
