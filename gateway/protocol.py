@@ -10,7 +10,8 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
   uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
-  response's request id, reason `request.invalid`, path `(unparsed)`).
+  response's request id, reason `request.invalid`, path `(unparsed)`, and the peer's address: no
+  X-Forwarded-For is read from a request that did not parse, so behind a proxy it is the proxy's).
 - every refusal made here is counted in `gateway_protocol_refusals_total{reason}` (the pipeline's
   own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
