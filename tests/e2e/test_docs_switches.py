@@ -19,6 +19,8 @@ import httpx
 import pytest
 
 from gateway.explain import explain_main
+from gateway.policy.loader import load_policy
+from gateway.settings import Settings, effective_env
 from tests.support.gateway_proc import ROOT, Proc, echo_upstream, gateway
 
 DOCUMENT = "/v1/openapi.json"
@@ -164,3 +166,7 @@ def test_explain_shows_switched_off_endpoints_refused_by_routing(tmp_path: Path,
         ex = explain(capsys, off, path)
         assert (ex["status"], ex["reason"], ex["route"]) == (404, "route.not_found", None), path
         assert decisions(ex)["docs"] == "passed" and decisions(ex)["route match"] == "denied", path
+    # the route table (`gateway routes`) never lists them: they are not routes, on or off
+    for policy in (ROOT / "policies", off):
+        table = load_policy(policy, effective_env(Settings(), {}), False)
+        assert not [r.id for r in table.routes if r.template.text.startswith(("/v1/openapi", "/v1/docs"))]
