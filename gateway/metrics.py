@@ -53,8 +53,9 @@ RELOAD_RESULTS = frozenset({"ok", "failed"})
 REDIS_COMPONENTS = ("ratelimit", "webhook_dedupe")
 # Refusals made by the HTTP server layer (gateway/protocol.py), before a request reaches the
 # pipeline: malformed HTTP, a request head that did not arrive in time, a connection over
-# limits.max_connections (closed before any byte is read, so no response and no catalogue entry).
-PROTOCOL_REFUSALS = ("request.invalid", "request.header_timeout", "connection.limit")
+# limits.max_connections (closed before any byte is read, so no response and no catalogue entry),
+# and the idle keep-alive connections closed at the cap to make room for a new one.
+PROTOCOL_REFUSALS = ("request.invalid", "request.header_timeout", "connection.limit", "connection.reclaimed")
 # Denial reasons worth a zero series per route, by what the route declares.
 _JWT_REASONS = ("auth.missing_token", "auth.invalid_token", "auth.expired")
 # 1 ms .. 30 s: the fast path is a few ms; 30 s is the longest upstream timeout we expect.
@@ -177,7 +178,9 @@ class Metrics:
         self.protocol_refusals = Counter("gateway_protocol_refusals_total",
                                          "Refusals by the HTTP server layer before the pipeline, by reason: "
                                          "malformed HTTP (request.invalid), request head too slow "
-                                         "(request.header_timeout), over limits.max_connections (connection.limit).",
+                                         "(request.header_timeout), over limits.max_connections "
+                                         "(connection.limit), an idle keep-alive connection closed at the "
+                                         "cap for a new one (connection.reclaimed).",
                                          ["reason"], registry=r)
         self.deprecated_calls = Counter("gateway_deprecated_calls_total",
                                         "Calls to deprecated routes (after sunset: refused), by route id.",

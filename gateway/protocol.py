@@ -6,8 +6,9 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   closed (408 problem+json when a partial head arrived).
 - an idle keep-alive connection closes after `limits.keepalive_timeout` (uvicorn's timer, with the
   value of the live policy when the connection opened).
-- a cap on open client connections (`limits.max_connections`): beyond it a new connection is closed
-  at once.
+- a cap on open client connections (`limits.max_connections`): at the cap, the connection idle
+  in keep-alive the longest is closed to make room (as nginx reuses keep-alive connections when
+  it runs out); with none idle, the new connection is closed at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
   uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
   response's request id, reason `request.invalid`, path `(unparsed)`, and the peer's address: no
@@ -58,6 +59,8 @@ class GatewayProtocol(HttpToolsProtocol):
     """Per-connection protocol; `gateway` (the app, for its live policy) is set by `protocol_for`."""
 
     gateway: Any = None
+    # This worker's connections idling in keep-alive, oldest first (set by `protocol_for`).
+    idle: dict[GatewayProtocol, None] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,7 +79,7 @@ class GatewayProtocol(HttpToolsProtocol):
     # --- connections ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         limits = self._limits()
-        if limits is not None and len(self.connections) >= limits.max_connections:
+        if limits is not None and len(self.connections) >= limits.max_connections and not self._reclaim():
             self.transport = transport
             transport.close()
             self._count("connection.limit")
@@ -84,7 +87,29 @@ class GatewayProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self._arm_head_timer()
 
+    def _reclaim(self) -> bool:
+        """Close the longest-idle keep-alive connection; False when none is idle. A client that
+        sends on it at this very moment sees a reset (the race any idle close has); under
+        connection pressure that beats refusing a new client while idle ones hold the slots."""
+        idle = self.idle
+        while idle:
+            conn = next(iter(idle))
+            del idle[conn]
+            if not conn.transport.is_closing():
+                conn.transport.close()
+                self._count("connection.reclaimed")
+                return True
+        return False
+
+    def _unset_keepalive_if_required(self) -> None:
+        # uvicorn calls this whenever bytes arrive and when a response completes: not idle now.
+        if self.idle is not None:
+            self.idle.pop(self, None)
+        super()._unset_keepalive_if_required()
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.idle is not None:
+            self.idle.pop(self, None)
         self._cancel_head_timer()
         if self.flow is None:  # refused in connection_made: uvicorn never set it up
             self.connections.discard(self)
@@ -136,6 +161,8 @@ class GatewayProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self.idle_since = self.loop.time()
         super().on_response_complete()
+        if self.timeout_keep_alive_task is not None and self.idle is not None:
+            self.idle[self] = None  # waiting for the next request: reclaimable at the cap
 
     def send_400_response(self, msg: str) -> None:
         err = BadRequest("request.invalid", "the request is not valid HTTP/1.1")
@@ -191,4 +218,4 @@ class GatewayProtocol(HttpToolsProtocol):
 
 def protocol_for(gateway: Any) -> type[GatewayProtocol]:
     """A protocol class bound to this worker's gateway (its live policy limits, metrics, audit log)."""
-    return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway})
+    return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway, "idle": {}})
