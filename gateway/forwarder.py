@@ -298,9 +298,13 @@ class Forwarder:
         except UpstreamError as exc:
             if cancel.fired:
                 raise ClientDisconnected() from exc
-            err: GatewayError = (GatewayTimeout(detail="the upstream did not answer in time")
-                                 if isinstance(exc, UpstreamTimeout)
-                                 else BadGateway(detail="the upstream broke off its answer"))
+            err: GatewayError
+            if isinstance(exc, UpstreamTimeout):
+                err = GatewayTimeout(detail="the upstream did not answer in time")
+            elif isinstance(exc, UpstreamProtocolError):  # e.g. an endless trailer section
+                err = BadGateway("upstream.bad_response", "the upstream sent an invalid response")
+            else:
+                err = BadGateway(detail="the upstream broke off its answer")
             drop = scope.get("gateway.drop_connection")
             if drop is None or not scope.get("gateway.response_started"):
                 raise err from exc

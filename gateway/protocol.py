@@ -3,12 +3,15 @@
 A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per worker:
 - a deadline for the request head (`limits.header_timeout`), from the connection's first byte or
   from the first byte of a keep-alive request: a client that sends nothing, or half a head, is
-  closed (408 problem+json when a partial head arrived). Idle keep-alive is uvicorn's own timer.
+  closed (408 problem+json when a partial head arrived).
+- an idle keep-alive connection closes after `limits.keepalive_timeout` (uvicorn's timer, with the
+  value of the live policy when the connection opened).
 - a cap on open client connections (`limits.max_connections`): beyond it a new connection is closed
   at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
   uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
-  response's request id, reason `request.invalid`, path `(unparsed)`).
+  response's request id, reason `request.invalid`, path `(unparsed)`, and the peer's address: no
+  X-Forwarded-For is read from a request that did not parse, so behind a proxy it is the proxy's).
 - every refusal made here is counted in `gateway_protocol_refusals_total{reason}` (the pipeline's
   own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
@@ -62,6 +65,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self.in_head = False
         self.head_started: float | None = None
         self.idle_since = self.loop.time()
+        limits = self._limits()
+        if limits is not None:
+            self.timeout_keep_alive = limits.keepalive_timeout
 
     def _limits(self) -> Any:
         gw = self.gateway

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -114,6 +115,10 @@ def _handled_signals() -> None:
 def make_config(settings: Settings, app: object) -> uvicorn.Config:
     from gateway.protocol import protocol_for
 
+    policy = getattr(app, "policy", None)
+    # Each connection takes the exact value from the live policy (gateway.protocol); this is the
+    # server's view of it at start.
+    keepalive = math.ceil(policy.limits.keepalive_timeout) if policy is not None else 75
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.host, port=settings.port,
@@ -122,7 +127,7 @@ def make_config(settings: Settings, app: object) -> uvicorn.Config:
         lifespan="on",
         access_log=False, server_header=False, proxy_headers=False, log_config=None,
         timeout_graceful_shutdown=int(settings.grace_timeout) or None,
-        timeout_keep_alive=15, backlog=4096, log_level=settings.log_level,
+        timeout_keep_alive=keepalive, backlog=4096, log_level=settings.log_level,
     )
 
 

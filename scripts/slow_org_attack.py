@@ -78,6 +78,8 @@ def main() -> None:
         print(f"gateway RSS under attack {rss_mb(pid):.1f} MB")
         for s in socks:
             s.close()
+        time.sleep(3)  # the worker lets go of the attack's connections and buffers
+        print(f"gateway RSS 3 s after the attack {rss_mb(pid):.1f} MB")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,27 @@ def test_no_file_in_the_repository_points_outside_it() -> None:
             except (UnicodeDecodeError, OSError):
                 continue
     assert not hits, f"these files point at a design file outside the repository: {hits}"
+
+
+MD_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_relative_links_in_markdown_resolve_inside_the_repository() -> None:
+    """A relative link (README -> docs/..., docs -> ...) must name a file of the repository."""
+    broken = []
+    for path in ROOT.rglob("*.md"):
+        rel = path.relative_to(ROOT)
+        if any(part in ("node_modules",) or part.startswith(".") for part in rel.parts):
+            continue
+        for m in MD_LINK.finditer(path.read_text(encoding="utf-8")):
+            target = m.group(1).split("#", 1)[0]
+            if not target or re.match(r"^[a-z][a-z0-9+.-]*:", target):  # a URL or an in-page anchor
+                continue
+            resolved = (path.parent / target).resolve()
+            if ROOT.resolve() not in resolved.parents or not resolved.exists():
+                broken.append(f"{rel}: {m.group(1)}")
+    assert not broken, f"links that leave the repository or name no file: {broken}"
+    # and the README sends readers to docs/
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for doc in ("architecture", "policy-reference", "operations", "reasons"):
+        assert f"](docs/{doc}.md)" in readme, doc

@@ -124,6 +124,15 @@ OTHER = st.one_of(
 )
 
 
+# Trailer lines: valid, borderline (folded, bare LF, no colon, framing names) and oversized.
+TRAILER = st.sampled_from([
+    b"X-Trailer: 1\r\n", b"Server-Timing: db;dur=53\r\n", b"X-Empty:\r\n", b"X-Bad Name: 1\r\n",
+    b"X-NoColon\r\n", b"X-Folded: a\r\n b\r\n", b"X-Lf: 1\n", b"Content-Length: 5\r\n",
+    b"Transfer-Encoding: chunked\r\n", b": empty-name\r\n", b"X-Ctl: a\x00b\r\n",
+    b"X-Long: " + b"a" * (MAX_HEAD // 2) + b"\r\n", b"X-Huge: " + b"a" * (MAX_HEAD + 10) + b"\r\n",
+])
+
+
 @st.composite
 def responses(draw: st.DrawFn) -> bytes:
     eol = draw(EOL)
@@ -143,7 +152,7 @@ def responses(draw: st.DrawFn) -> bytes:
         return head + payload
     if body_kind == "chunked":
         ext = draw(st.sampled_from([b"", b";a=b", b" ", b";"]))
-        trailer = draw(st.sampled_from([b"", b"X-Trailer: 1\r\n"]))
+        trailer = b"".join(draw(st.lists(TRAILER, max_size=3)))
         body = (b"%x%s\r\n%s\r\n" % (len(payload), ext, payload) if payload else b"") + b"0\r\n" + trailer + b"\r\n"
         return head + body
     bad = draw(st.sampled_from([b"zz\r\nabc\r\n0\r\n\r\n", b"3\r\nabcdef\r\n0\r\n\r\n", b"3\nabc\n0\n\n",
@@ -172,3 +181,27 @@ def test_the_generator_reaches_both_verdicts() -> None:
     # Found by this test: trailer fields arrived through on_header and joined the response headers.
     trailer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nSet-Cookie: x=1\r\n\r\n"
     assert h1pool_read(trailer, 7) == ("ok", (200, [(b"transfer-encoding", b"chunked")], b""))
+    # A trailer section larger than the head limit is refused while it arrives, in one read or many.
+    huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Huge: " + b"a" * (MAX_HEAD + 1)
+    for split in (60, len(huge) // 2, len(huge) - 1):
+        assert h1pool_read(huge + b"\r\n\r\n", split)[0] == "refused"
+        assert h1pool_read(huge, split)[0] == "refused"  # no end in sight: refused, not "incomplete"
+
+
+def test_an_endless_trailer_is_refused_before_it_ends() -> None:
+    """Bounded as it arrives (not when the line or the message completes): after a little more
+    than the head limit of trailer bytes, with no EOF and no end of line, the exchange has failed."""
+    conn = Conn(POOL, LOOP)
+    transport = FakeTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.start(False, LOOP.time() + 1000)
+    conn.data_received(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nX-T: ")
+    fed = 0
+    while conn.exc is None and fed < 8 * MAX_HEAD:
+        conn.data_received(b"a" * 4096)
+        fed += 4096
+    if conn.timer is not None:
+        conn.timer.cancel()
+    assert conn.exc is not None and transport.closed, f"still reading after {fed} trailer bytes"
+    assert fed <= MAX_HEAD + 4096
+    assert b"".join(conn.chunks) == b"abc"  # the body before it was taken as it came

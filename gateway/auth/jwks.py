@@ -5,6 +5,8 @@
     request_refresh()  called by the verifier on an unknown kid; schedules a fetch unless one ran
                        within `cooldown_seconds` (so a flood of made-up kids costs one fetch per
                        cool-down, not one per request) and returns at once
+    await_refresh()    the auth stage then waits (bounded) for that fetch and verifies once more:
+                       a key the IdP published since the last fetch works on first sight
     keys               kid -> VerifyKey, replaced atomically; the last good set is kept when a
                        fetch fails, times out, or returns garbage or no usable key
 
@@ -100,6 +102,22 @@ class JwksCache:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return True
+
+    async def await_refresh(self) -> bool:
+        """Wait for the on-demand fetch in flight, if any; True when it installed a new key set.
+
+        The request that named an unknown kid waits for the fetch it caused instead of being
+        refused for a key the IdP has just published. Bound the wait with `asyncio.timeout`:
+        cancelling it never cancels the fetch, which other requests share. With nothing in flight
+        (within the cool-down no fetch is scheduled) it returns False at once, so a flood of
+        made-up kids waits for at most one fetch per cool-down."""
+        pending = list(self._pending)
+        if not pending:
+            return False
+        before = self._keys
+        await asyncio.wait(pending)  # cancelling this wait leaves the fetch running
+        # New or replaced key material (an unchanged key keeps its object across fetches).
+        return any(before.get(kid) is not key for kid, key in self._keys.items())
 
     async def wait_idle(self) -> None:
         """Wait for on-demand fetches scheduled by request_refresh() (tests, shutdown)."""

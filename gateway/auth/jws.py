@@ -160,6 +160,9 @@ class SignatureVerifier:
             raise Unauthorized("auth.bad_algorithm", "token algorithm does not fit its key")
         return entry.key
 
+    async def await_new_keys(self) -> bool:
+        return self._keys is not None and await self._keys.await_refresh()
+
     def current_key(self, kid: str | None, alg: str | None = None) -> Any:
         """The key object `kid` resolves to right now (None for HMAC or when gone).
 

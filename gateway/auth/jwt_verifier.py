@@ -64,6 +64,12 @@ class JwtVerifier:
         self._cache_size = policy.cache_size
         self._cache: OrderedDict[str, _Entry] = OrderedDict()
 
+    async def await_new_keys(self) -> bool:
+        """After `auth.unknown_kid`: wait for the JWKS fetch the unknown kid scheduled (bound the
+        wait with `asyncio.timeout`); True when it installed a new key set, so verifying again may
+        succeed."""
+        return await self._sig.await_new_keys()
+
     def verify_signature(self, token: str) -> tuple[dict[str, Any], bytes]:
         """Structure, header and signature only: (header, payload bytes) or Unauthorized."""
         return self._sig.verify_signature(token)

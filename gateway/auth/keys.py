@@ -45,6 +45,8 @@ class KeySource(Protocol):
 
     def request_refresh(self) -> bool: ...
 
+    async def await_refresh(self) -> bool: ...
+
 
 class KeyRejected(ValueError):
     """A JWK that will not be used, with the reason."""
@@ -150,4 +152,7 @@ class StaticKeySet:
         return self._keys
 
     def request_refresh(self) -> bool:
+        return False
+
+    async def await_refresh(self) -> bool:
         return False

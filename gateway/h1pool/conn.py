@@ -30,6 +30,11 @@ HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading the so
 # so a 100 MB line would otherwise cost the worker memory and quadratic CPU before any check ran.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 256
+# After the head, bytes that carry no body byte (chunk-size lines, extensions, the trailer section)
+# may not run past this between two body bytes: httptools buffers a trailer line whole, so an
+# endless trailer would otherwise grow the worker until the total timeout. Checked per read, so
+# the parser holds at most this plus one socket read (256 KiB) of them.
+MAX_FRAMING = MAX_HEAD
 _REASON_OK = bytes([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
@@ -58,7 +63,7 @@ class Conn(asyncio.Protocol):
         "pool", "loop", "transport", "parser", "waiter", "exc", "closed", "active", "is_head", "got_bytes",
         "interim", "headers_done", "done", "framed", "keep_alive", "status", "headers", "head_size",
         "chunks", "buffered", "read_paused", "write_paused", "timer", "idle_since", "served", "idle", "gone",
-        "head_fed", "n_headers",
+        "head_fed", "n_headers", "slack",
     )
 
     def __init__(self, pool: H1Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -82,7 +87,7 @@ class Conn(asyncio.Protocol):
     def _reset(self, is_head: bool) -> None:
         self.is_head = is_head
         self.got_bytes = self.interim = self.headers_done = self.done = self.framed = self.keep_alive = False
-        self.status = self.head_size = self.buffered = self.head_fed = self.n_headers = 0
+        self.status = self.head_size = self.buffered = self.head_fed = self.n_headers = self.slack = 0
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.exc = None
@@ -175,6 +180,12 @@ class Conn(asyncio.Protocol):
                     return
             else:
                 self.head_fed += len(data)
+        if self.headers_done:
+            self.slack += len(data)  # on_body sets it back to 0
+            if self._feed(data) and self.slack > MAX_FRAMING and not self.done:
+                self._fail(UpstreamProtocolError("response trailer section or chunk framing too large"))
+                self.abort()
+            return
         self._feed(data)
 
     def _feed(self, data: bytes) -> bool:
@@ -287,6 +298,7 @@ class Conn(asyncio.Protocol):
             return
         self.chunks.append(body)
         self.buffered += len(body)
+        self.slack = 0
         if self.buffered > HIGH_WATER and not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()  # type: ignore[union-attr]

@@ -136,6 +136,18 @@ def _kinds(spec: RouteSpec, method: str, has_json_body: bool, info: RouteInfo) -
     return kinds
 
 
+def _describe_bound_query(param: dict[str, Any]) -> None:
+    """The org parameter as the tenant stage reads it: a `+` in its value is refused (400
+    request.ambiguous: a form decoder reads a space, RFC 3986 a plus), so a value with a space
+    has no unambiguous `+` spelling. Org ids carry no whitespace; the schema says so, and the
+    description says how to send a literal plus or space anyway."""
+    schema = param.setdefault("schema", {"type": "string"})
+    schema.update({"minLength": 1, "pattern": "^\\S+$"})
+    note = ("Percent-encode the value: a `+` in it is refused as ambiguous (400 request.ambiguous), "
+            "so send a plus as %2B and a space as %20.")
+    param["description"] = f"{param['description']} {note}" if param.get("description") else note
+
+
 def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: RouteInfo) -> dict[str, Any]:
     up = copy.deepcopy(up) if up else {"responses": {}}
     multi = len(spec.methods) > 1
@@ -149,6 +161,10 @@ def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: Ro
     if spec.description:
         op["description"] = spec.description
     params = [p for p in up.get("parameters", []) if p.get("in") != "path"]
+    bound = spec.tenant.get("query") if isinstance(spec.tenant, dict) else getattr(spec.tenant, "query", None)
+    for p in params:
+        if bound and p.get("in") == "query" and p.get("name") == bound:
+            _describe_bound_query(p)
     path_params = {p["name"]: p for p in up.get("_path_parameters", [])}
     # The gateway refuses a path parameter outside these characters (400 request.bad_path).
     public = [path_params.get(name, {"name": name, "in": "path", "required": True,

@@ -14,6 +14,7 @@ verified-token cache cost no signature check and are not charged).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,9 @@ from gateway.ratelimit import BruteForceGuard
 Event = Callable[[str, str], None]  # (scope, what): "block" | "refused" | "budget_refused"
 # Refusals that say nothing about a guessed credential: no token at all, or nothing to verify with.
 NOT_A_FAILURE = frozenset({"auth.missing_token", "auth.unavailable"})
+# How long a token naming an unknown kid waits for the JWKS fetch it caused (that fetch has its
+# own total deadline, `jwks_http_timeout`); past it the token is refused as before.
+UNKNOWN_KID_WAIT = 3.0
 
 
 class AuthStage:
@@ -59,7 +63,7 @@ class AuthStage:
                     and not guard.take_verification(ctx.client_ip):
                 self.event("auth", "budget_refused")
                 raise guard.refusal(1, "too many verifications from this blocked address; retry in a second")
-            ctx.claims = verifier.verify(ctx.token)
+            ctx.claims = await _verify(verifier, ctx.token)
         except Unauthorized as err:
             if guard is not None and err.reason not in NOT_A_FAILURE:
                 started = await guard.record_failure(ctx.client_ip)
@@ -73,6 +77,28 @@ class AuthStage:
         if blocked is not None and guard is not None:
             guard.refund(ctx.client_ip)
         await self.app(scope, receive, send)
+
+
+async def _verify(verifier: JwtVerifier, token: str) -> dict[str, Any]:
+    """Verify; on an unknown kid, wait for the JWKS fetch that kid scheduled and verify once more.
+
+    An IdP publishes a new signing key and starts using it; until our next fetch its tokens name
+    a kid we do not know. Refusing them would log every user out at each rotation, so the request
+    waits (at most UNKNOWN_KID_WAIT) for the fetch. Made-up kids cannot make this expensive: a
+    fetch is scheduled at most once per cool-down, and with none in flight there is no wait."""
+    try:
+        return verifier.verify(token)
+    except Unauthorized as err:
+        if err.reason != "auth.unknown_kid":
+            raise
+        try:
+            async with asyncio.timeout(UNKNOWN_KID_WAIT):
+                renewed = await verifier.await_new_keys()
+        except TimeoutError:
+            renewed = False
+        if not renewed:
+            raise
+    return verifier.verify(token)
 
 
 def _cached(verifier: JwtVerifier, token: str) -> bool:

@@ -3,8 +3,9 @@ route is gone (410 `route.sunset`).
 
 Placed right after routing, before authentication: a retired route is gone for everyone, and even
 a refused call to a deprecated route tells the client where to go next. Each call is counted by
-route id (`gateway_deprecated_calls_total`); the access and audit records carry the caller's org,
-so the team can see who still uses an old version.
+route id (`gateway_deprecated_calls_total`, outcome "served", or "sunset" for the 410s, which are
+counted too); the access and audit records carry the caller's org, so the team can see who still
+uses an old version. A 410 is decided before authentication, so its records have no org.
 """
 
 from __future__ import annotations

@@ -77,6 +77,10 @@ class Limits(Strict):
     # most `max_connections` open and closes new ones at once beyond that.
     header_timeout: float = Field(default=10.0, gt=0, le=600)
     max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+    # An idle keep-alive connection is closed after this long. Longer than the idle timeout of a
+    # load balancer in front (nginx upstream keepalive and AWS ALB: 60 s), so the balancer, the
+    # side that sends requests, always closes first and never sends on a closing connection.
+    keepalive_timeout: float = Field(default=75.0, gt=0, le=3600)
 
 
 class AuditSpec(Strict):

@@ -154,6 +154,60 @@ async def test_unknown_kid_triggers_one_refresh_within_cooldown(
     assert route.call_count == 3
 
 
+async def test_await_refresh_waits_for_the_fetch_the_unknown_kid_caused(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    route = respx_mock.get(URL)
+    route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk)))
+    clock = FakeClock()
+    cache = make_cache(cooldown_seconds=30, clock=clock)
+    await cache.start()
+    v = JwtVerifier(policy(algorithms=["RS256", "ES256"]), jwks=cache)
+    token = rs_token(keys)
+    # Nothing in flight (the start-up fetch is within the cool-down): no wait, nothing new.
+    with pytest.raises(Unauthorized):
+        v.verify(token, now=NOW)
+    assert await v.await_new_keys() is False
+    clock.now += 31
+    route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk, keys.rsa_jwk)))  # published
+    with pytest.raises(Unauthorized):
+        v.verify(token, now=NOW)  # schedules the fetch
+    assert await v.await_new_keys() is True
+    assert v.verify(token, now=NOW)["sub"] == "user-1"
+    # A fetch that brings nothing new (a made-up kid) answers False: the token stays refused.
+    clock.now += 31
+    with pytest.raises(Unauthorized):
+        v.verify(rs_token(keys, kid="made-up"), now=NOW)
+    assert await v.await_new_keys() is False
+    assert route.call_count == 3
+
+
+async def test_a_bounded_wait_leaves_the_shared_fetch_running(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    gate = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await gate.wait()
+        return httpx.Response(200, json=doc(keys.ec_jwk, keys.rsa_jwk))
+
+    route = respx_mock.get(URL)
+    route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk)))
+    clock = FakeClock()
+    cache = make_cache(cooldown_seconds=30, clock=clock)
+    await cache.start()
+    clock.now += 31
+    route.mock(side_effect=slow)
+    assert cache.request_refresh() is True
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):
+            await cache.await_refresh()
+    assert cache._pending, "the fetch was cancelled with the waiter"
+    gate.set()
+    await cache.wait_idle()
+    assert "rsa-1" in cache.keys
+
+
 async def test_request_refresh_is_rate_limited(
     respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
 ) -> None:

@@ -19,7 +19,7 @@ POLICY = """
     upstream: {url: "${GATEWAY_UPSTREAM_URL}"}
     defaults:
       timeouts: {connect: 1, total: 5, body_read: 5}
-    limits: {header_timeout: 1, max_connections: 40}
+    limits: {header_timeout: 1, max_connections: 40, keepalive_timeout: 4}
     routes:
       - {id: echo, path: /v1/echo, methods: [GET, POST], auth: none, upstream_path: /echo}
 """
@@ -137,6 +137,26 @@ def test_keep_alive_request_head_also_has_a_deadline(gw: Proc) -> None:
         s.sendall(b"GET /v1/echo HTTP/1.1\r\nHo")  # second request: half a head, then silence
         data = closed_within(s, 8)
     assert data is not None and b"408" in data
+
+
+def test_an_idle_keep_alive_connection_closes_after_the_policy_timeout_and_not_before(gw: Proc) -> None:
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(b"GET /v1/echo HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert read_response(s).status == 200
+        idle_from = time.monotonic()
+        # Still open half-way through the 4 s (a busy machine can only make the close later).
+        assert closed_within(s, 2.0) is None, "closed before limits.keepalive_timeout"
+        # uvicorn's fixed 15 s would close it only after this ceiling (4 s plus 7 s of slack).
+        assert closed_within(s, 11 - (time.monotonic() - idle_from)) == b"", "stayed open past the timeout"
+        assert time.monotonic() - idle_from >= 3.0
+
+
+def test_a_keep_alive_connection_is_reused_within_the_timeout(gw: Proc) -> None:
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        for _ in range(2):
+            s.sendall(b"GET /v1/echo HTTP/1.1\r\nHost: gw\r\n\r\n")
+            assert read_response(s).status == 200
+            time.sleep(1.5)  # idle, but well inside the 4 s
 
 
 def test_connections_over_the_cap_are_closed_at_once(gw: Proc) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.gateway_proc import Proc, echo_upstream, gateway, write_policy
@@ -40,9 +41,15 @@ def audit_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, audit_log: Path) -> Iterator[Proc]:
+def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("refusal-metrics")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, audit_log: Path, metrics_dir: Path) -> Iterator[Proc]:
     d = write_policy(Path(tmp_path_factory.mktemp("refusals")), gateway=POLICY)
-    env = {"GATEWAY_WORKERS": "2", "GATEWAY_AUDIT_LOG": str(audit_log), "GATEWAY_ACCESS_LOG": "off"}
+    env = {"GATEWAY_WORKERS": "2", "GATEWAY_AUDIT_LOG": str(audit_log), "GATEWAY_ACCESS_LOG": "off",
+           "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with echo_upstream() as up, gateway(d, up.url, env) as g:
         wait_port(g.admin_port, timeout=60)  # type: ignore[attr-defined]
         # Both workers up (each serves /healthz once it runs).
@@ -158,11 +165,26 @@ def test_a_parser_refusal_is_audited_and_counted(gw: Proc, audit_log: Path, requ
     counted(gw, "gateway_protocol_refusals_total", before + 1, reason="request.invalid")
 
 
-def test_parser_refusals_are_summed_over_both_workers(gw: Proc) -> None:
+def per_worker(metrics_dir: Path, reason: str) -> dict[str, float]:
+    """The protocol-refusal counter as each worker wrote it to its own multiprocess file."""
+    out = {}
+    for f in metrics_dir.glob("counter_*.db"):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
+            _metric, sample, labels, *_rest = json.loads(key)
+            if sample == "gateway_protocol_refusals_total" and labels.get("reason") == reason:
+                out[f.name] = value
+    return out
+
+
+def test_parser_refusals_are_summed_over_both_workers(gw: Proc, metrics_dir: Path) -> None:
+    # Multiprocess mode: each worker writes the counter (at zero from its start) to its own file.
+    assert poll(lambda: len(per_worker(metrics_dir, "request.invalid")) >= 2), list(metrics_dir.iterdir())
     before = counter(gw, "gateway_protocol_refusals_total", reason="request.invalid")
-    for _ in range(12):  # a new connection each: the kernel spreads them over the two workers
+    for _ in range(12):  # a new connection each: the kernel may spread them over the two workers
         assert exchange(gw, b"NOT HTTP AT ALL\r\n\r\n").status == 400
     assert counted(gw, "gateway_protocol_refusals_total", before + 12, reason="request.invalid") == before + 12
+    # The admin listener's figure is the sum of the workers' files.
+    assert sum(per_worker(metrics_dir, "request.invalid").values()) == before + 12
 
 
 # --- refusals without a request: counted, not audited ---------------------------------------------
@@ -184,11 +206,22 @@ def test_header_timeouts_are_counted(gw: Proc) -> None:
 
 def test_connections_over_the_cap_are_counted(gw: Proc) -> None:
     before = counter(gw, "gateway_protocol_refusals_total", reason="connection.limit")
-    held = []
+    held, refused = [], 0
     try:
-        for _ in range(40):  # two workers with a cap of 10 each: at least 20 are over it
-            held.append(socket.create_connection(("127.0.0.1", gw.port), timeout=10))
-        counted(gw, "gateway_protocol_refusals_total", before + 20, reason="connection.limit")
+        # Each connection is served one request and then idles in keep-alive (no head deadline
+        # applies), however slowly the machine opens the next: two workers with a cap of 10
+        # each hold at most 20, so at least 20 of 40 are closed at once.
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+                assert read_response(s, timeout=CEILING).status == 200
+                held.append(s)
+            except (ConnectionError, OSError):
+                refused += 1
+                s.close()
+        assert refused >= 20 and len(held) <= 20
+        counted(gw, "gateway_protocol_refusals_total", before + refused, reason="connection.limit")
     finally:
         for s in held:
             s.close()

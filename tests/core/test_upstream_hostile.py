@@ -1,5 +1,7 @@
 """A hostile upstream over real sockets: a header bomb costs the worker little memory and ends in
-a quick 502 upstream.bad_response; Transfer-Encoding is read as a coding list (RFC 9112 §6.1)."""
+a quick 502 upstream.bad_response; so does an endless trailer section of a chunked answer (the head
+has gone out by then, so the client sees the stream cut); Transfer-Encoding is read as a coding
+list (RFC 9112 §6.1)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.gateway_proc import Proc, gateway, write_policy
+from tests.support.gateway_proc import Proc, gateway, wait_until, write_policy
 from tests.support.rogue_upstream import RogueUpstream
 
 POLICY = """
@@ -35,13 +37,34 @@ ANSWERS = {
 }
 
 
+TRAILER_BOMBS = {
+    # one trailer line that never ends
+    b"/trailer-line": (b"X-Trailer: ", b"a" * (1 << 20)),
+    # a trailer section of short lines that never ends
+    b"/trailer-lines": (b"", b"".join(b"X-T%d: a\r\n" % i for i in range(80_000))[: 1 << 20]),
+}
+
+
 class Script:
     def __init__(self) -> None:
         self.bomb_sent = 0
         self.bomb_closed = threading.Event()
+        self.trailer_sent: dict[bytes, int] = {}
+        self.trailer_closed = {path: threading.Event() for path in TRAILER_BOMBS}
 
     def __call__(self, conn: socket.socket, raw: bytes) -> bool:
         path = raw.split(b" ", 2)[1]
+        if path in TRAILER_BOMBS:
+            start, piece = TRAILER_BOMBS[path]
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n" + start)
+            self.trailer_sent[path] = 0
+            try:
+                while self.trailer_sent[path] < 100 * (1 << 20):
+                    conn.sendall(piece)
+                    self.trailer_sent[path] += len(piece)
+            except OSError:
+                self.trailer_closed[path].set()
+            return False
         if path == b"/bomb":
             conn.sendall(b"HTTP/1.1 200 OK\r\nX-Bomb: ")
             line = b"a" * (1 << 20)
@@ -84,6 +107,27 @@ def test_a_100mb_header_is_a_quick_502_and_costs_little_memory(rig: tuple[Proc, 
     assert script.bomb_sent < 50 * (1 << 20), "the gateway read far past its head limit"
     assert rss_kb(gw.proc.pid) - before < 16 * 1024, "the header bomb grew the worker by more than 16 MB"
     assert httpx.get(f"{gw.url}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.parametrize("path", [b"/trailer-line", b"/trailer-lines"])
+def test_an_endless_trailer_section_is_cut_quickly_and_costs_little_memory(rig: tuple[Proc, Script],
+                                                                          path: bytes) -> None:
+    gw, script = rig
+    assert httpx.get(f"{gw.url}/v1/ok-chunked", timeout=10).status_code == 200  # warm the worker
+    before = rss_kb(gw.proc.pid)
+    logged = gw.log().count("upstream.bad_response")
+    with httpx.stream("GET", f"{gw.url}/v1{path.decode()}", timeout=30) as r:
+        # A chunked answer streams: its head has gone out before the trailer arrives, so the
+        # client sees the body cut off (no last chunk) rather than a 502.
+        assert r.status_code == 200
+        with pytest.raises(httpx.RemoteProtocolError):
+            r.read()
+    assert script.trailer_closed[path].wait(20), "the gateway keeps reading the trailer"
+    assert script.trailer_sent[path] < 50 * (1 << 20), "the gateway read far past its trailer limit"
+    assert rss_kb(gw.proc.pid) - before < 16 * 1024, "the trailer grew the worker by more than 16 MB"
+    assert httpx.get(f"{gw.url}/healthz", timeout=5).status_code == 200
+    # Recorded as the upstream's bad response (log, access log, audit), not as unavailable.
+    assert wait_until(lambda: gw.log().count("upstream.bad_response") > logged, 20), gw.log()[-2000:]
 
 
 @pytest.mark.parametrize("path", ["te-gzip-chunked", "te-chunked-gzip", "te-twice", "te-and-cl", "te-substring",

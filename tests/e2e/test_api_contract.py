@@ -13,13 +13,14 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.auth import mint_dev_token
 from gateway.openapi.command import build
-from tests.support.gateway_proc import ROOT, TEST_JWT_SECRET, Proc, echo_upstream, gateway
+from tests.support.gateway_proc import ROOT, TEST_JWT_SECRET, Proc, echo_upstream, gateway, wait_until
 from upstream_stub.openapi import document as upstream_document
 
 A = {"Authorization": "Bearer " + mint_dev_token(TEST_JWT_SECRET, "alice", "org-a", role="admin")}
@@ -47,9 +48,14 @@ def make_policy(tmp: Path) -> Path:
     routes = routes.replace("  - id: jobs.read\n    path: /v1/jobs/{jobId}\n    methods: [GET]\n",
                             "  - id: jobs.read\n    path: /v1/jobs/{jobId}\n    methods: [GET]\n"
                             + SUNSET.lstrip("\n"), 1)
+    # Two more, called only by the metric tests below: their counts start at zero.
+    for route_id, dates in (("jobs.list", "since: 2026-01-01, sunset: 2099-06-30"),
+                            ("jobs.events", "since: 2019-01-01, sunset: 2020-01-01")):
+        routes = re.sub(rf"^(  - id: {re.escape(route_id)}\b.*)$", rf"\1\n    deprecated: {{{dates}}}",
+                        routes, count=1, flags=re.M)
     routes = routes.replace("  - id: crm.connections.modify\n", "  - id: crm.connections.modify\n"
                             "    validate: false\n", 1)
-    assert routes.count("deprecated:") == 2 and "validate: false" in routes
+    assert routes.count("deprecated:") == 4 and "validate: false" in routes
     (d / "routes.yaml").write_text(routes)
     text, problems = build(json.dumps(upstream_document()), d)
     assert not problems
@@ -59,8 +65,11 @@ def make_policy(tmp: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Proc, Proc]]:
-    policy = make_policy(tmp_path_factory.mktemp("contract"))
-    with echo_upstream() as up, gateway(policy, up.url) as gw:
+    tmp = tmp_path_factory.mktemp("contract")
+    policy = make_policy(tmp)
+    logs = {"GATEWAY_ACCESS_LOG": str(tmp / "access.log"), "GATEWAY_AUDIT_LOG": str(tmp / "audit.log")}
+    with echo_upstream() as up, gateway(policy, up.url, logs) as gw:
+        gw.logs = tmp  # type: ignore[attr-defined]
         yield gw, up
 
 
@@ -229,3 +238,76 @@ def test_route_after_sunset_is_gone(stack: tuple[Proc, Proc]) -> None:
     assert r.json()["reason"] == "route.sunset"
     assert r.headers["sunset"] == "Wed, 01 Jan 2020 00:00:00 GMT"
     assert seen(up, "/jobs/j1") == before
+
+
+# --- who still calls a deprecated route: the metric by route, the org in the records --------------
+
+DEPRECATED_METRIC = "gateway_deprecated_calls_total"
+DEPRECATED_ROUTES = {"agents.read", "jobs.read", "jobs.list", "jobs.events"}  # make_policy's
+
+
+def deprecated_calls(gw: Proc) -> dict[tuple[str, str], float]:
+    """{(route, outcome): count} of the deprecation counter, read from the admin listener."""
+    text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=10).text  # type: ignore[attr-defined]
+    out = {}
+    for m in re.finditer(DEPRECATED_METRIC + r"\{([^}]*)\} ([0-9.e+]+)", text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        out[(labels["route"], labels["outcome"])] = float(m.group(2))
+    return out
+
+
+def record(gw: Proc, name: str, rid: str) -> dict[str, Any]:
+    path: Path = gw.logs / name  # type: ignore[attr-defined]
+
+    def find() -> dict[str, Any] | None:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return next((e for e in map(json.loads, lines) if e.get("request_id") == rid), None)
+
+    assert wait_until(lambda: find() is not None, timeout=30), f"no {name} record for {rid}"
+    found = find()
+    assert found is not None
+    return found
+
+
+def test_deprecated_calls_are_counted_by_route_and_recorded_with_the_org(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    key = ("jobs.list", "served")  # deprecated in make_policy; no other test calls it
+    assert key not in deprecated_calls(gw)
+    r = httpx.get(gw.url + "/v1/jobs?orgId=org-a", headers=A)
+    assert r.status_code == 200 and "deprecation" in r.headers
+    # the counter is batched and written about once a second: poll, with a generous ceiling
+    assert wait_until(lambda: deprecated_calls(gw).get(key) == 1, timeout=30), deprecated_calls(gw)
+    # a call to a route that is not deprecated is not counted. The counts are written in batches,
+    # so a second deprecated call after it is the marker: once the marker shows, so would it.
+    ok = httpx.get(gw.url + "/v1/agents?orgId=org-a", headers=A)
+    assert ok.status_code == 200 and "deprecation" not in ok.headers
+    assert httpx.get(gw.url + "/v1/jobs?orgId=org-a", headers=A).status_code == 200
+    assert wait_until(lambda: deprecated_calls(gw).get(key) == 2, timeout=30), deprecated_calls(gw)
+    now = deprecated_calls(gw)
+    assert {route for route, _ in now} <= DEPRECATED_ROUTES, now  # "agents.list" would be here
+    # who called: the access and the audit record of the deprecated call carry the org and the route
+    rid = r.headers["x-request-id"]
+    access = record(gw, "access.log", rid)
+    assert (access["org"], access["sub"], access["route"], access["status"]) == ("org-a", "alice", "jobs.list", 200)
+    audit = record(gw, "audit.log", rid)  # a successful GET is audited because it was deprecated
+    assert (audit["org"], audit["sub"], audit["route_id"], audit["deprecated"]) == ("org-a", "alice", "jobs.list", True)
+
+
+def test_calls_after_the_sunset_are_counted_apart(stack: tuple[Proc, Proc]) -> None:
+    """Decided: a call refused with 410 route.sunset still counts, under outcome="sunset", so the
+    team sees who keeps calling a retired route. The refusal comes before authentication (gone for
+    everyone), so its records carry the route and the client address but no org."""
+    gw, up = stack
+    sunset = ("jobs.events", "sunset")  # past its sunset in make_policy; no other test calls it
+    assert sunset not in deprecated_calls(gw)
+    before = seen(up, "/jobs/j1/events")
+    r = httpx.get(gw.url + "/v1/jobs/j1/events", headers=A)
+    assert r.status_code == 410 and r.json()["reason"] == "route.sunset"
+    assert seen(up, "/jobs/j1/events") == before
+    assert wait_until(lambda: deprecated_calls(gw).get(sunset) == 1, timeout=30), deprecated_calls(gw)
+    assert ("jobs.events", "served") not in deprecated_calls(gw)
+    access = record(gw, "access.log", r.headers["x-request-id"])
+    assert (access["route"], access["status"], access["reason"]) == ("jobs.events", 410, "route.sunset")
+    assert access["org"] is None  # refused before the token is read
+    audit = record(gw, "audit.log", r.headers["x-request-id"])
+    assert (audit["route_id"], audit["reason"], audit["deprecated"]) == ("jobs.events", "route.sunset", True)

@@ -198,3 +198,31 @@ def test_new_kid_is_fetched_on_first_sight(idp: Idp, tmp_path: Path) -> None:
         r = get(c, old)
         assert r.status_code == 401 and reason(r) == "auth.unknown_kid"
         assert get(c, token).status_code == 200
+
+
+def test_a_key_published_before_use_works_on_first_sight(idp: Idp, tmp_path: Path) -> None:
+    """IdP rotation as Supabase and most IdPs do it: the new key is published in the JWKS, then
+    tokens signed with it appear. The first request naming it waits for the fetch it causes and
+    is served, not refused until the next scheduled refresh. A made-up kid is still refused, and
+    quickly: after one fetch per cool-down there is nothing to wait for."""
+    policy = tmp_path / "policies"
+    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+    gw_yaml = policy / "gateway.yaml"
+    text = gw_yaml.read_text()
+    gw_yaml.write_text(text.replace("    leeway_seconds: 30\n",
+                                    "    leeway_seconds: 30\n    jwks_cooldown_seconds: 1\n"))
+    new = ec.generate_private_key(ec.SECP256R1())
+    with JwksServer(dict(idp.jwks)) as jwks, echo_upstream() as upstream, _start(policy, idp, upstream, jwks) as gw, \
+            httpx.Client(base_url=gw.url, timeout=20) as c:
+        assert get(c, idp.es256()).status_code == 200
+        jwks.document = {"keys": [*idp.jwks["keys"], _jwk(new, "ec-key-3", "ES256")]}
+        time.sleep(1.5)  # past the cool-down that the start-up fetch began
+        r = get(c, idp.es256(kid="ec-key-3", key=new))
+        assert r.status_code == 200, r.text  # first sight: served (the old gateway: 401 unknown_kid)
+        time.sleep(1.5)
+        made_up = idp.es256(kid="no-such-kid", key=new)
+        assert reason(get(c, made_up)) == "auth.unknown_kid"  # fetched once more, still unknown
+        started = time.monotonic()
+        for _ in range(5):  # within the cool-down: no fetch, no wait
+            assert reason(get(c, made_up)) == "auth.unknown_kid"
+        assert time.monotonic() - started < 10

@@ -5,6 +5,7 @@ that disagrees with it is refused at load (so `gateway check` refuses it)."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,28 @@ def test_security_webhooks_and_refusals_are_described() -> None:
     callback = paths["/v1/kommo/oauth/callback"]["get"]
     assert callback["security"] == []
     assert not any("auth.expired" in json.dumps(resolve(doc, r)) for r in callback["responses"].values())
+
+
+def test_tenant_bound_query_parameter_says_what_the_tenant_stage_accepts() -> None:
+    """The tenant stage refuses a `+` in the org value (a space to a form decoder, a plus to RFC
+    3986): the document must not promise values it refuses in their usual form encoding."""
+    routes = yaml.safe_load((POLICIES / "routes.yaml").read_text())["routes"]
+    bound = {r["id"]: r["tenant"]["query"] for r in routes if (r.get("tenant") or {}).get("query")}
+    assert bound, "the shipped policy binds the org in the query somewhere"
+    doc = shipped()
+    seen = 0
+    for item in doc["paths"].values():
+        for op in item.values():
+            if not isinstance(op, dict) or op.get("x-gateway-route") not in bound:
+                continue
+            name = bound[op["x-gateway-route"]]
+            param = next(p for p in op["parameters"] if p["in"] == "query" and p["name"] == name)
+            pattern = re.compile(param["schema"]["pattern"])
+            assert pattern.search("org-a") and pattern.search("9f1c+x") is not None
+            assert not pattern.search("org a") and not pattern.search("") and not pattern.search("a\tb")
+            assert "%20" in param["description"] and "request.ambiguous" in param["description"]
+            seen += 1
+    assert seen == len(bound)
 
 
 def test_every_reason_in_the_document_is_in_the_catalogue() -> None:
