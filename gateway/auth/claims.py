@@ -25,7 +25,8 @@ def claim_at(claims: Mapping[str, Any] | None, path: str) -> Any:
     if not node:
         return None
     for name in split_claim_path(path):
-        if not isinstance(node, Mapping):
+        # `dict` first: the ABC check alone costs more than the rest of the walk (7 reads a request)
+        if node.__class__ is not dict and not isinstance(node, Mapping):
             return None
         node = node.get(name)
         if node is None:

@@ -116,7 +116,7 @@ def _bearer(values: list[bytes]) -> str:
     if len(values) > 1:
         raise Unauthorized("auth.malformed", "more than one Authorization header")
     scheme, _, token = values[0].partition(b" ")
-    if scheme.lower() != b"bearer" or not token or b" " in token.strip():
+    if scheme.lower() != b"bearer" or not token or token.strip().find(b" ") >= 0:  # find: see hygiene
         raise Unauthorized("auth.malformed", "Authorization must be 'Bearer <token>'")
     try:
         return token.strip().decode("ascii")

@@ -48,7 +48,9 @@ def split_path(raw: bytes) -> list[str]:
     """Canonical decoded segments of a raw path, or BadPath."""
     if not _RAW_OK.match(raw):
         raise BadPath(detail="path contains characters that are not allowed")
-    if b"//" in raw:
+    # `find`, not `in`: bytes.__contains__ first tries its operand as an int and raises and
+    # clears a TypeError internally, ~10x the cost of the search itself on a short path.
+    if raw.find(b"//") >= 0:
         raise BadPath(detail="empty path segment")
     if raw == b"/":
         return []
@@ -56,7 +58,7 @@ def split_path(raw: bytes) -> list[str]:
     for seg in raw[1:].split(b"/"):
         if seg in (b".", b".."):
             raise BadPath(detail="dot segments are not allowed")
-        if b"%" in seg:
+        if seg.find(b"%") >= 0:
             if seg.count(b"%") != len(_PCT.findall(seg)):
                 raise BadPath(detail="malformed percent-encoding")
             for m in _PCT.finditer(seg):

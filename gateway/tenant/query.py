@@ -29,7 +29,8 @@ def encode_value(org: str) -> bytes:
 
 def _strict_decode(raw: bytes) -> str | None:
     """Percent-decode and UTF-8-decode, or None if either is invalid."""
-    if b"%" not in raw:
+    # `find`, not `in`: bytes.__contains__ raises and clears a TypeError inside on every call.
+    if raw.find(b"%") < 0:
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -69,9 +70,9 @@ class QueryBinding:
 
     def _names_bound(self, key: bytes) -> bool:
         """True if some parser could read `key` as the bound name (any spelling)."""
-        if key.isascii() and b"%" not in key and b"+" not in key:
+        if key.isascii() and key.find(b"%") < 0 and key.find(b"+") < 0:
             # Folding an ASCII name only lowercases and cuts, so a match contains the name.
-            return self.folded_raw in key.lower() and fold_name(key.decode("ascii")) == self.folded
+            return key.lower().find(self.folded_raw) >= 0 and fold_name(key.decode("ascii")) == self.folded
         text = key.replace(b"+", b" ")
         decoded = _strict_decode(text)
         if decoded is None:
@@ -98,10 +99,10 @@ class QueryBinding:
         found = -1
         parts: list[bytes] = []
         # Fast path: nothing in the query could spell the name.
-        if qs and (not qs.isascii() or b"%" in qs or self.folded_raw in qs.lower()):
+        if qs and (not qs.isascii() or qs.find(b"%") >= 0 or qs.lower().find(self.folded_raw) >= 0):
             parts = qs.split(b"&")
             for i, seg in enumerate(parts):
-                if b";" in seg:
+                if seg.find(b";") >= 0:
                     # `a=1;orgId=b`: a `;`-splitting upstream sees a parameter we did not.
                     if any(self._names_bound(sub.partition(b"=")[0]) for sub in seg.split(b";")):
                         raise self._ambiguous('";" used as a separator next to the bound parameter')
@@ -125,7 +126,7 @@ class QueryBinding:
             return qs + (extra if qs.endswith(b"&") else b"&" + extra), False
 
         value = parts[found].partition(b"=")[2]
-        if b"+" in value:
+        if value.find(b"+") >= 0:
             # `+` is a space to form decoders and a plus to others: two readings of one value.
             raise self._ambiguous('"+" in the value (send %2B or %20)')
         decoded = _strict_decode(value)

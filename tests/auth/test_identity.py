@@ -160,3 +160,13 @@ def test_cached_identity_parts_never_mix_users() -> None:
     service = pyjwt.decode(signer.mint(request_id="rid-x", route_id="webhooks.kommo", claims=None),
                            "k" * 40, algorithms=["HS256"], audience="upstream")
     assert service["kind"] == "service" and service["sub"] == "gateway:webhooks.kommo" and "org_id" not in service
+
+
+def test_claim_at_reads_any_mapping_and_never_a_non_mapping() -> None:
+    from types import MappingProxyType
+
+    nested = MappingProxyType({"app_metadata": MappingProxyType({"org_id": "org-m"})})
+    assert claim_at(nested, "app_metadata.org_id") == "org-m"  # not only dict: any Mapping
+    assert claim_at({"app_metadata": ["org_id"]}, "app_metadata.org_id") is None
+    assert claim_at({"app_metadata": "org_id"}, "app_metadata.org_id") is None
+    assert claim_at({"app_metadata.org_id": "org-b"}, "app_metadata.org_id") is None

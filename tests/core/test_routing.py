@@ -66,3 +66,23 @@ def test_health_endpoints(gw: Proc) -> None:
     r = httpx.get(f"{gw.url}/readyz")
     assert r.status_code == 200
     assert r.json() == {"status": "ready"}  # status only on the public port (detail: admin listener)
+
+
+def test_request_ids_are_distinct_hex_and_not_shared_with_a_forked_child() -> None:
+    import os
+
+    from gateway.pipeline.requestid import new_request_id
+
+    ids = [new_request_id() for _ in range(3 * new_request_id.BATCH + 5)]  # several refills
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 24 and int(i, 16) >= 0 for i in ids)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id must not be the parent's next one
+        os.write(w, new_request_id().encode())
+        os._exit(0)
+    os.close(w)
+    child = os.read(r, 64).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert len(child) == 24 and child != new_request_id()
