@@ -42,6 +42,7 @@ PROXIES = TrustedProxies(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"])
         pytest.param("2001:db8:ffff::1", [b"2001:db8::9"], "2001:db8::9", id="ipv6_trusted_peer"),
         pytest.param("2001:db8:1::1", [b"1.2.3.4"], "2001:db8:1::1", id="ipv6_untrusted_peer"),
         pytest.param("::ffff:10.0.0.1", [b"198.51.100.7"], "198.51.100.7", id="ipv4_mapped_peer_trusted"),
+        pytest.param("::ffff:10.0.0.1", [], "10.0.0.1", id="ipv4_mapped_trusted_peer_no_header_unmapped"),
         pytest.param("::ffff:203.0.113.9", [b"1.2.3.4"], "203.0.113.9", id="ipv4_mapped_peer_untrusted"),
         pytest.param("10.0.0.1", [b"::ffff:10.9.9.9, 10.2.2.2"], "10.9.9.9", id="ipv4_mapped_entry_trusted"),
         pytest.param("testclient", [b"1.2.3.4"], "testclient", id="non_ip_peer_untrusted"),
@@ -71,7 +72,7 @@ def test_repeated_calls_give_same_answer() -> None:
         pytest.param("10.0.0.256", "invalid CIDR", id="octet_out_of_range"),
         pytest.param("10.0.0.1/8", 'did you mean "10.0.0.0/8"', id="host_bits_set"),
         pytest.param("localhost", "invalid CIDR", id="hostname"),
-        pytest.param("", "empty CIDR", id="empty"),
+        pytest.param("", "^empty CIDR$", id="empty"),
         pytest.param("2001:db8::/129", "invalid CIDR", id="ipv6_prefix_too_long"),
         pytest.param("10.0.0.0/8,", "invalid CIDR", id="stray_comma"),
     ],
@@ -99,6 +100,10 @@ def test_from_env_refuses_malformed() -> None:
         pytest.param("[::1]", "::1", id="bracketed_v6"),
         pytest.param("[::1", None, id="unclosed_bracket"),
         pytest.param("[::1]x", None, id="junk_after_bracket"),
+        pytest.param("[::1]x80", None, id="junk_before_port_after_bracket"),
+        pytest.param("[::1]:", None, id="bracketed_empty_port"),
+        pytest.param("[::1]:x4", None, id="bracketed_port_not_digits"),
+        pytest.param("[::1]:8", "::1", id="bracketed_one_digit_port"),
         pytest.param("1.2.3.4:", None, id="empty_port"),
         pytest.param("", None, id="empty"),
     ],
@@ -115,3 +120,18 @@ def test_cidr_set_membership() -> None:
     assert "203.0.114.1" not in allow
     assert "not an ip" not in allow
     assert not CidrSet([])
+
+
+def test_is_trusted() -> None:
+    assert PROXIES.is_trusted("10.1.2.3")
+    assert PROXIES.is_trusted("::ffff:10.1.2.3")
+    assert PROXIES.is_trusted("192.168.1.1")
+    assert not PROXIES.is_trusted("192.168.1.2")
+    assert not PROXIES.is_trusted("203.0.113.9")
+    assert not PROXIES.is_trusted("garbage")
+    assert not TrustedProxies([]).is_trusted("10.1.2.3")
+
+
+def test_repr_lists_networks() -> None:
+    assert repr(CidrSet(["10.0.0.0/8", "::1"])) == "CidrSet(['10.0.0.0/8', '::1/128'])"
+    assert repr(TrustedProxies(["10.0.0.0/8"])) == "TrustedProxies(['10.0.0.0/8'])"
