@@ -42,6 +42,8 @@ HOSTILE = [
     pytest.param(b"https://app.example.com'.evil.net", id="special_quote"),
     pytest.param(b"https://app.example.com\x00.evil.net", id="special_nul"),
     pytest.param(b"https://app.example.com..evil.net", id="empty_label"),
+    pytest.param(b"https://a..example.com", id="empty_label_inside_wild"),
+    pytest.param(b"ftp://a.example.com:8443", id="other_scheme_with_port"),
     pytest.param(b"http://app.example.com", id="http_for_https"),
     pytest.param(b"http://a.example.com", id="http_for_https_wild"),
     pytest.param(b"https://app.example.com.", id="trailing_dot"),
@@ -78,6 +80,8 @@ def test_hostile_origin_gets_no_allow_header(matcher: CorsMatcher, origin: bytes
         matcher.preflight(origin, b"GET", None)
     assert exc.value.reason == "cors.origin_denied"
     assert exc.value.status == 403
+    assert exc.value.detail == "origin not allowed"
+    assert exc.value.headers == {"Vary": "Origin"}
     assert "Access-Control-Allow-Origin" not in exc.value.headers
 
 
@@ -127,6 +131,13 @@ def test_wildcard_with_port() -> None:
     assert not m.origin_allowed(b"https://a.example.com:9443")
 
 
+def test_http_wildcard() -> None:
+    m = make_matcher(allow_origins=["http://*.example.com"])
+    assert m.origin_allowed(b"http://a.example.com")
+    assert not m.origin_allowed(b"https://a.example.com")
+    assert not m.origin_allowed(b"http://a.example.com:80")
+
+
 def test_star_without_credentials_answers_star() -> None:
     m = make_matcher(allow_origins=["*"], allow_credentials=False)
     headers = dict(m.actual_headers(b"https://anything.test"))
@@ -143,6 +154,8 @@ def test_star_without_credentials_answers_star() -> None:
         ("https://xn--bcher-kva.example", "https://xn--bcher-kva.example"),
         ("https://*.Example.com", "https://*.example.com"),
         ("http://127.0.0.1:3000", "http://127.0.0.1:3000"),
+        ("https://app.example.com:1", "https://app.example.com:1"),
+        ("https://app.example.com:65535", "https://app.example.com:65535"),
     ],
 )
 def test_origins_normalised_at_load(given: str, stored: str) -> None:
@@ -156,7 +169,7 @@ REFUSED = [
         {"allow_origins": ["*"], "allow_credentials": True}, "allow_credentials", id="star_with_credentials"
     ),
     pytest.param({"allow_origins": ["*", "https://a.com"]}, "only entry", id="star_mixed"),
-    pytest.param({"allow_origins": ["null"]}, "null", id="null"),
+    pytest.param({"allow_origins": ["null"]}, '"null" is not an allowable origin', id="null"),
     pytest.param({"allow_origins": [".*"]}, "regular expression", id="dot_star"),
     pytest.param(
         {"allow_origins": ["^https://app\\.example\\.com$"]}, "regular expression", id="anchored_regex"
@@ -181,17 +194,19 @@ REFUSED = [
     pytest.param({"allow_origins": ["ftp://app.example.com"]}, "http(s)://", id="ftp"),
     pytest.param({"allow_origins": ["app.example.com"]}, "http(s)://", id="no_scheme"),
     pytest.param({"allow_origins": ["https://app.example.com:99999"]}, "bad port", id="port_range"),
+    pytest.param({"allow_origins": ["https://app.example.com:65536"]}, "bad port", id="port_65536"),
     pytest.param({"allow_origins": ["https://app.example.com:"]}, "bad port", id="empty_port"),
     pytest.param({"allow_origins": ["https://app.example.com:08443"]}, "bad port", id="padded_port"),
     pytest.param({"allow_origins": ["https://bücher.example"]}, "punycode", id="unicode_idn"),
     pytest.param({"allow_origins": ["https://app..example.com"]}, "bad host", id="empty_label"),
     pytest.param({"allow_origins": ["https://app.example.com."]}, "bad host", id="trailing_dot"),
     pytest.param({"allow_origins": ["https://-app.example.com"]}, "bad host", id="leading_hyphen"),
+    pytest.param({"allow_origins": ["https://app-.example.com"]}, "bad host", id="trailing_hyphen"),
     pytest.param({"allow_origins": ["https://app_1.example.com"]}, "bad host", id="underscore"),
     pytest.param({"allow_origins": ["https://[::1]"]}, "bad host", id="ipv6_unsupported"),
     pytest.param({"allow_methods": ["*"]}, "explicitly", id="methods_star"),
     pytest.param({"allow_headers": ["*"]}, "explicitly", id="headers_star"),
-    pytest.param({"allow_headers": ["X Evil"]}, "not a valid", id="header_space"),
+    pytest.param({"allow_headers": ["X Evil"]}, "'X Evil' is not a valid allow_header name", id="header_space"),
     pytest.param({"max_age": -1}, "greater than", id="negative_max_age"),
     pytest.param({"allow_origin": ["https://a.com"]}, "Extra inputs", id="typo_field"),
 ]
@@ -211,6 +226,72 @@ def test_http_refused_in_production_only() -> None:
         load_cors(data, production=True)
     with pytest.raises(ValidationError, match="refused in production"):
         CorsOverride.model_validate({"allow_origins": ["http://a.example.com"]}, context={"production": True})
+
+
+def test_production_refuses_http_origins() -> None:
+    # A real (non-placeholder) host, so only the http:// rule can refuse it.
+    with pytest.raises(ValidationError, match="http:// origins are refused in production"):
+        load_cors({**SHIPPED, "allow_origins": ["http://app.acme.io"]}, production=True)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example.com",
+        "https://example.org",
+        "https://*.example.net",
+        "https://example",
+        "https://localhost:3000",
+        "https://dev.test",
+        "https://x.invalid",
+        "https://127.0.0.1",
+        "https://127.0.0.2",
+        "https://0.0.0.0",
+        "https://*.127.0.0.1",
+    ],
+)
+def test_production_refuses_placeholder_origins(origin: str) -> None:
+    data = {**SHIPPED, "allow_origins": [origin]}
+    assert load_cors(data).allow_origins == [origin]
+    with pytest.raises(ValidationError, match="example / local origins are refused in production"):
+        load_cors(data, production=True)
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.acme.io",
+        "https://*.acme.io",
+        "https://notexample.com",
+        "https://example.com.acme.io",
+        "https://localhost.acme.io",
+        "https://10.0.0.1",
+    ],
+)
+def test_production_accepts_real_https_origins(origin: str) -> None:
+    policy = load_cors({**SHIPPED, "allow_origins": [origin]}, production=True)
+    assert policy.allow_origins == [origin]
+
+
+def test_methods_upper_cased_and_names_deduplicated_case_insensitively() -> None:
+    policy = load_cors(
+        {
+            **SHIPPED,
+            "allow_methods": ["get", "Patch", "GET"],
+            "allow_headers": ["Authorization", "authorization", "X-A"],
+            "expose_headers": ["X-Total", "x-total"],
+        }
+    )
+    assert policy.allow_methods == ["GET", "PATCH"]
+    assert policy.allow_headers == ["Authorization", "X-A"]
+    assert policy.expose_headers == ["X-Total"]
+
+
+def test_origin_length_limit() -> None:
+    at_limit = b"https://" + b"a" * 280 + b".example.com"
+    assert len(at_limit) == 300
+    assert WILD.origin_allowed(at_limit)
+    assert not WILD.origin_allowed(b"https://a" + at_limit[8:])
 
 
 def test_preflight_allowed() -> None:
@@ -238,6 +319,10 @@ def test_preflight_refused(method: bytes, req_headers: bytes | None, reason: str
     with pytest.raises(Forbidden) as exc:
         EXACT.preflight(b"https://app.example.com", method, req_headers)
     assert exc.value.reason == reason
+    assert exc.value.detail == {
+        "cors.method_denied": "method not allowed by CORS policy",
+        "cors.header_denied": "request header not allowed by CORS policy",
+    }[reason]
     assert exc.value.headers == {"Vary": "Origin"}
 
 
