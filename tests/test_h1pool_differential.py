@@ -181,6 +181,12 @@ def test_the_generator_reaches_both_verdicts() -> None:
     # Found by this test: trailer fields arrived through on_header and joined the response headers.
     trailer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nSet-Cookie: x=1\r\n\r\n"
     assert h1pool_read(trailer, 7) == ("ok", (200, [(b"transfer-encoding", b"chunked")], b""))
+    # Found by this test: framing fields in the trailer (h11 refuses a repeated Transfer-Encoding);
+    # h1pool refuses any framing field there, repeated or not.
+    for fields in (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", b"Content-Length: 5\r\n",
+                   b"Transfer-Encoding: chunked\r\n", b"content-length: 0\r\n"):
+        framed = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n" + fields + b"\r\n"
+        assert h1pool_read(framed, 7)[0] == "refused", fields
     # A trailer section larger than the head limit is refused while it arrives, in one read or many.
     huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-Huge: " + b"a" * (MAX_HEAD + 1)
     for split in (60, len(huge) // 2, len(huge) - 1):

@@ -307,3 +307,25 @@ def test_batched_histograms_match_prometheus_client(single: None) -> None:
 
     assert lines(m.registry) == lines(reference)
     assert len(lines(reference)) == len(metrics_mod.DURATION_BUCKETS) + 3  # +Inf, count, sum
+
+
+def test_the_operators_metric_contract_lists_every_gateway_metric(single: None) -> None:
+    """deploy/README.md's "Metrics (contract)" is what dashboards and alerts are written against:
+    every gateway_* family a scrape can show is named there, and nothing named there is gone."""
+    from gateway.health import HealthBoard
+
+    board = HealthBoard()
+    board.redis_configured = True  # gateway_redis_up is shown only when Redis is configured
+    registry = metrics_registry(board)
+    served = {m.name for m in registry.collect() if m.name.startswith("gateway_")}
+    served |= {m.name for m in Metrics(CollectorRegistry()).registry.collect() if m.name.startswith("gateway_")}
+    text = (Path(__file__).resolve().parents[1] / "deploy" / "README.md").read_text()
+    section = text.split("## Metrics (contract)", 1)[1].split("\n## ", 1)[0]
+    import re
+
+    named = set(re.findall(r"`(gateway_[a-z_]+)", section))
+    # prometheus_client reports a counter's family without its _total suffix.
+    named_families = {n.removesuffix("_total") for n in named}
+    assert len(served) >= 20
+    assert served - named_families == set(), "served but not in the contract"
+    assert named_families - served == set(), "in the contract but no longer served"

@@ -30,6 +30,8 @@ HIGH_WATER = 256 * 1024  # buffered response bytes before we stop reading the so
 # so a 100 MB line would otherwise cost the worker memory and quadratic CPU before any check ran.
 MAX_HEAD = 64 * 1024
 MAX_HEADERS = 256
+_FRAMING = frozenset({b"transfer-encoding", b"content-length"})
+
 # After the head, bytes that carry no body byte (chunk-size lines, extensions, the trailer section)
 # may not run past this between two body bytes: httptools buffers a trailer line whole, so an
 # endless trailer would otherwise grow the worker until the total timeout. Checked per read, so
@@ -247,6 +249,10 @@ class Conn(asyncio.Protocol):
         if self.headers_done:
             # A chunked body's trailer fields come through the same callback: they are dropped
             # (never forwarded), and must not join the header list the client's head is built from.
+            # Framing fields never belong in a trailer (RFC 9110 §6.5.1; h11 refuses a repeated or
+            # non-chunked one): a peer that sends them is broken or probing a parser downstream.
+            if name.lower() in _FRAMING:
+                raise UpstreamProtocolError("framing field in the trailer section")
             return
         self.headers.append((name.lower(), value))
 

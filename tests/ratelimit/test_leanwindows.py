@@ -80,7 +80,13 @@ async def test_reset_times_match(stores: Any, strategy: str) -> None:
     r_reset, r_left = await ref.get_window_stats(item, *ref_ids)
     l_reset, l_left = await lean.get_window_stats(item, *lean_ids)
     assert l_left == r_left == 1
-    assert abs(l_reset - r_reset) < 1.0
+    # limits computes a sliding window's reset as `now + ttl % expiry`: a TTL read in the very
+    # millisecond the key was set (exactly 2 x expiry) gives 0 instead of just under 60 s, and
+    # either path can land on it on a fast machine. Equal up to that whole-window wrap.
+    off = abs(l_reset - r_reset)
+    if strategy == "sliding-window-counter":
+        off = min(off % 60, 60 - off % 60)
+    assert off < 1.0, (l_reset, r_reset)
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
