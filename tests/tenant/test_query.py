@@ -68,10 +68,15 @@ AMBIGUOUS = [
     pytest.param(b"orgId+=org-b", id="trailing_plus_space"),
     pytest.param(b"%20orgId=org-b", id="leading_space"),
     pytest.param(b"orgId%00=org-b", id="nul_suffix"),
+    pytest.param(b"orgId%00[]=org-b", id="nul_before_brackets"),
+    pytest.param(b"+orgId=org-b", id="leading_plus_space"),
     pytest.param(b"orgId=org-a;orgId=org-b", id="semicolon_repeat"),
     pytest.param(b"a=1;orgId=org-b", id="semicolon_hidden"),
     pytest.param(b"orgId=org-a;x=1", id="semicolon_in_value"),
     pytest.param(b"a=1&b=2;ORGID=org-b", id="semicolon_case_variant"),
+    pytest.param(b"a=1&;orgId=org-b", id="semicolon_leading"),
+    pytest.param(b"x=1;orgId=org-b=c", id="semicolon_value_with_equals"),
+    pytest.param(b"a=1;b=2&orgId=org-a&orgId=org-b", id="repeated_after_semicolon_segment"),
     pytest.param(b"orgId=org%2", id="truncated_pct"),
     pytest.param(b"orgId=org%zza", id="bad_pct_hex"),
     pytest.param(b"orgId=org-a%", id="trailing_pct"),
@@ -79,6 +84,7 @@ AMBIGUOUS = [
     pytest.param(b"orgId=%C0%AF", id="overlong_utf8_value"),
     pytest.param(b"orgId=\xff", id="raw_invalid_utf8_value"),
     pytest.param(b"orgId=org+a", id="plus_in_value"),
+    pytest.param(b"orgId=+org-a", id="leading_plus_in_value"),
     pytest.param(b"org%4=x", id="bad_pct_in_name"),
     pytest.param(b"%ff=1&orgId=org-a", id="invalid_utf8_name"),
     pytest.param(b"\xff=1", id="raw_invalid_utf8_name"),
@@ -100,6 +106,8 @@ def test_ambiguity_is_refused(mode: str, qs: bytes) -> None:
         pytest.param(b"orgId=%6F%72%67%2D%61", id="fully_encoded"),
         pytest.param(b"a=%ZZ&orgId=org-a&b=x+y&c=%E2%82%AC&d&&e=", id="others_untouched"),
         pytest.param(b"orgIdx=1&xorgId=2&orgId=org-a", id="similar_names"),
+        pytest.param(b"caf%C3%A9=1&x+y=2&orgId=org-a", id="other_encoded_names"),
+        pytest.param(b"x%25zz=1&orgId=org-a", id="other_name_not_decodable_twice"),
     ],
 )
 @pytest.mark.parametrize("mode", MODES)
@@ -141,7 +149,7 @@ def test_encoded_org_compares_decoded() -> None:
     assert bind("require", b"orgId=a%20b%26c", org="a b&c") == (b"orgId=a%20b%26c", False)
 
 
-@pytest.mark.parametrize("qs", [b"orgId=", b"orgId", b"orgId=ORG-A", b"orgId=org-a%20"])
+@pytest.mark.parametrize("qs", [b"orgId=", b"orgId", b"orgId=ORG-A", b"orgId=org-a%20", b"orgId=x=org-a"])
 def test_near_misses_are_mismatches(qs: bytes) -> None:
     with pytest.raises(GatewayError) as exc:
         bind("verify", qs)
@@ -153,3 +161,24 @@ def test_errors_carry_route_id_and_no_client_value() -> None:
         bind("verify", b"orgId=secret-org-b")
     assert exc.value.route_id == "r1"
     assert "secret-org-b" not in exc.value.detail
+
+
+@pytest.mark.parametrize(
+    ("mode", "qs", "status", "detail"),
+    [
+        ("verify", b"orgId=1&orgId=2", 400, 'query parameter "orgId": repeated'),
+        ("verify", b"orgid=1", 400, 'query parameter "orgId": present under a variant spelling of its name'),
+        ("verify", b"a=1;orgId=2", 400, 'query parameter "orgId": ";" used as a separator next to the bound parameter'),
+        ("verify", b"orgId=a+b", 400, 'query parameter "orgId": "+" in the value (send %2B or %20)'),
+        ("verify", b"orgId=%ff", 400, 'query parameter "orgId": value is not valid percent-encoded UTF-8'),
+        ("verify", b"%ff=1", 400, "query parameter name is not valid percent-encoded UTF-8"),
+        ("require", b"a=1", 403, 'query parameter "orgId" is required'),
+        ("verify", b"orgId=org-b", 403, 'query parameter "orgId" does not match your organisation'),
+    ],
+)
+def test_refusal_details_and_route_id(mode: str, qs: bytes, status: int, detail: str) -> None:
+    with pytest.raises(GatewayError) as exc:
+        bind(mode, qs)
+    assert exc.value.status == status
+    assert exc.value.detail == detail
+    assert exc.value.route_id == "r1"
