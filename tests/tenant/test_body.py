@@ -8,6 +8,7 @@ import pytest
 
 from gateway.errors import GatewayError
 from gateway.tenant import MAX_DEPTH
+from gateway.tenant.body import check_json_media_type, is_json_media_type
 
 from .factories import MODES, ORG, expect_refusal, make_binder
 
@@ -244,6 +245,15 @@ def test_depth_64_is_accepted() -> None:
     assert bind("verify", nested(MAX_DEPTH)) == (None, False)
 
 
+def test_depth_is_measured_when_brackets_exceed_the_limit() -> None:
+    # More than MAX_DEPTH brackets in all, so the real depth walk runs: 64 levels pass, 65 do not.
+    siblings = b',"y":[' + b"[]," * MAX_DEPTH + b"[]]"
+    ok = nested(MAX_DEPTH)[:-1] + siblings + b"}"
+    assert ok.count(b"[") > MAX_DEPTH
+    assert bind("verify", ok) == (None, False)
+    refused("verify", nested(MAX_DEPTH + 1)[:-1] + siblings + b"}", 400, "request.bad_json")
+
+
 def test_many_brackets_in_strings_are_not_depth() -> None:
     body = b'{"orgId":"org-a","s":"' + b"[{" * 100 + b'"}'
     assert bind("verify", body) == (None, False)
@@ -267,6 +277,9 @@ def test_many_brackets_in_strings_are_not_depth() -> None:
         pytest.param(b"application/json; garbage", id="bad_param"),
         pytest.param(b"application/json\xff", id="non_ascii"),
         pytest.param(b"application / json", id="spaces"),
+        pytest.param(b"application/json; charset=utf-8=x", id="charset_value_with_equals"),
+        pytest.param(b"application/json; ; charset=latin-1", id="charset_after_empty_param"),
+        pytest.param(b"application/json; charset=Xutf-8X", id="charset_padded"),
     ],
 )
 @pytest.mark.parametrize("mode", MODES)
@@ -285,6 +298,7 @@ def test_non_json_media_types_are_415(mode: str, ct: bytes | None) -> None:
         b"application/merge-patch+json",
         b"application/vnd.api+json; charset=utf-8",
         b"application/json;",
+        b"application/a+json",
     ],
 )
 def test_json_media_types_are_accepted(ct: bytes) -> None:
@@ -334,3 +348,52 @@ def test_injected_org_is_json_escaped() -> None:
 
 def test_unbound_route_leaves_body_alone() -> None:
     assert make_binder("verify", query="orgId").bind_body(b"not json", None, ORG) == (None, False)
+
+
+@pytest.mark.parametrize(
+    ("body", "ct", "status", "detail"),
+    [
+        (b"{}", None, 415, "a JSON body is required (Content-Type: application/json)"),
+        (b"{}", b"text/plain", 415, "Content-Type must be application/json (charset utf-8)"),
+        (b"[]", JSON, 400, "the JSON body must be an object"),
+        (b'{"a":1,"a":2}', JSON, 400, "duplicate key in the JSON body"),
+        (b"{", JSON, 400, "body is not valid UTF-8 JSON"),
+        (nested(MAX_DEPTH + 1), JSON, 400, f"JSON nested deeper than {MAX_DEPTH} levels"),
+    ],
+)
+def test_refusal_details_and_route_id(body: bytes, ct: bytes | None, status: int, detail: str) -> None:
+    with pytest.raises(GatewayError) as exc:
+        bind("verify", body, ct=ct)
+    assert exc.value.status == status
+    assert exc.value.detail == detail
+    assert exc.value.route_id == "r1"
+
+
+@pytest.mark.parametrize(
+    ("ct", "expected"),
+    [
+        (b"application/json", True),
+        (b"Application/JSON; charset=latin-1", True),
+        (b"application/json;charset=utf-8", True),
+        (b"application/json; a=1; b=2", True),
+        (b" application/vnd.api+json ; x=1", True),
+        (None, False),
+        (b"", False),
+        (b"text/plain", False),
+        (b"application/xml", False),
+        (b"text/x+json", False),
+        (b"application/jsonx", False),
+        (b"x; application/json", False),
+    ],
+)
+def test_is_json_media_type(ct: bytes | None, expected: bool) -> None:
+    assert is_json_media_type(ct) is expected
+
+
+def test_check_json_media_type() -> None:
+    check_json_media_type(b"application/json", "r9")
+    for ct in (None, b"text/plain"):
+        with pytest.raises(GatewayError) as exc:
+            check_json_media_type(ct, "r9")
+        expect_refusal(exc, 415, "request.unsupported_media_type")
+        assert exc.value.route_id == "r9"
