@@ -22,6 +22,11 @@ GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noacces
                  "gateway-validate", "gateway-novalidate")
 
 
+def is_gateway(kind: str) -> bool:
+    """A gateway row: the kinds above, and `gateway-baseline-N` for the second and later --baseline."""
+    return kind in GATEWAY_KINDS or kind.startswith("gateway-baseline-")
+
+
 @dataclass
 class Row:
     """One measurement (or one skipped target)."""
@@ -75,7 +80,7 @@ class Report:
         """The gateway (kind, workers) measured at more than one concurrency: the sweep bars'."""
         seen: list[tuple[str, int]] = []
         for r in self.rows:
-            if r.kind in GATEWAY_KINDS and r.workers and (r.kind, r.workers) not in seen:
+            if is_gateway(r.kind) and r.workers and (r.kind, r.workers) not in seen:
                 if len({x.conns for x in self.rows if (x.kind, x.workers) == (r.kind, r.workers)}) > 1:
                     seen.append((r.kind, r.workers))
         return seen

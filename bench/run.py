@@ -59,15 +59,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),
                    help="peer configs: nginx/*.conf and fastify/ (default $BENCH_PEERS, else bench/peer_files)")
-    p.add_argument("--baseline", type=Path, metavar="DIR",
-                   help="also run the Redis-backed one-worker gateway from another checkout DIR (e.g. "
+    p.add_argument("--baseline", type=lambda v: [Path(x) for x in v.split(",") if x], default=[],
+                   metavar="DIR[,DIR...]",
+                   help="also run the Redis-backed one-worker gateway from other checkouts (e.g. "
                         "`git worktree add /tmp/base main`): before/after in one run")
     p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
-    if args.baseline is not None and not (args.baseline / "gateway" / "__main__.py").is_file():
-        p.error(f"--baseline: {args.baseline} is not a gateway checkout (no gateway/__main__.py)")
+    for d in args.baseline:
+        if not (d / "gateway" / "__main__.py").is_file():
+            p.error(f"--baseline: {d} is not a gateway checkout (no gateway/__main__.py)")
     if not args.peers.is_dir():
         p.error(f"--peers: no directory {args.peers} (it holds nginx/*.conf and fastify/server.js)")
     unknown = set(args.only) - set(KINDS)
@@ -96,7 +98,7 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
     try:
         status, body = targets.probe(launched.url, token, t.method, t.body)
         anon = (targets.probe(launched.url, None, t.method, t.body)[0]
-                if t.kind in ("full", *report.GATEWAY_KINDS) else None)
+                if t.kind == "full" or report.is_gateway(t.kind) else None)
         print(f"   {launched.url} -> probe HTTP {status}"
               + (f", without a token HTTP {anon}" if anon is not None else ""), flush=True)
         if args.warmup > 0:
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
         out = report.Report(args.conns, args.duration, comparable)
         for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants,
-                                     args.baseline.resolve() if args.baseline else None):
+                                     [d.resolve() for d in args.baseline]):
             if t.kind.split("-")[0] in args.only:
                 measure(b, t, args, script, tokens_file, minted[0], out)
     except KeyboardInterrupt:

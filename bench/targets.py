@@ -206,7 +206,7 @@ def _validate_pair() -> tuple[Target, Target]:
 
 
 def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
-                variants: list[str] | None = None, baseline: Path | None = None) -> list[Target]:
+                variants: list[str] | None = None, baselines: list[Path] | None = None) -> list[Target]:
     suffix = " +redis" if gateway_redis else ""
     upstream = "upstream direct" if nginx_upstream else "upstream (PY FALLBACK)"
     return [
@@ -232,9 +232,12 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         # noise, and a fixed order adds the machine's drift to one side).
         *(t for v in variants or [] if v == "validate" for i in range(VALIDATE_ROUNDS)
           for t in (_validate_pair() if i % 2 == 0 else _validate_pair()[::-1])),
-        # --baseline DIR: the same Redis-backed run with another checkout's code (before/after).
-        *([Target("baseline w1 +redis", "gateway-baseline", gateway(1, with_redis=True, checkout=baseline),
-                  workers=1, sweep=True)] if baseline is not None else []),
+        # --baseline DIR[,DIR...]: the same Redis-backed run with other checkouts' code (before/after),
+        # each labelled with its directory's name.
+        *(Target(f"base {d.name} w1 +redis" if len(baselines or []) > 1 else "baseline w1 +redis",
+                 "gateway-baseline" + (f"-{i}" if i else ""), gateway(1, with_redis=True, checkout=d),
+                 workers=1, sweep=True)
+          for i, d in enumerate(baselines or [])),
     ]
 
 

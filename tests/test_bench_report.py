@@ -192,3 +192,23 @@ def test_validate_variant_alternates_the_order_of_its_pairs() -> None:
     posts = [t for t in targets.all_targets([1], False, True, ["validate"]) if t.method == "POST"]
     assert posts and all(t.body == targets.AGENT_BODY and t.workers == 1 for t in posts)
     assert not [t for t in targets.all_targets([1], False, True, ["redis"]) if t.method == "POST"]
+
+
+def test_several_baselines_are_separate_families(tmp_path: Path) -> None:
+    """`--baseline A,B`: each checkout is its own row family (label and kind), so the report's sweep
+    and CPU figures never mix two checkouts."""
+    a, b = tmp_path / "before-10", tmp_path / "after-10"
+    base = [t for t in targets.all_targets([1], False, True, [], [a, b]) if t.kind.startswith("gateway-baseline")]
+    assert [(t.label, t.kind) for t in base] == [("base before-10 w1 +redis", "gateway-baseline"),
+                                                 ("base after-10 w1 +redis", "gateway-baseline-1")]
+    assert all(report.is_gateway(t.kind) for t in base) and not report.is_gateway("full")
+    one = [t for t in targets.all_targets([1], False, True, [], [a]) if t.kind.startswith("gateway-baseline")]
+    assert [(t.label, t.kind) for t in one] == [("baseline w1 +redis", "gateway-baseline")]
+    from bench.run import parse_args
+
+    for d in (a, b):
+        (d / "gateway").mkdir(parents=True)
+        (d / "gateway" / "__main__.py").write_text("")
+    assert parse_args(["--baseline", f"{a},{b}"]).baseline == [a, b]
+    with pytest.raises(SystemExit):
+        parse_args(["--baseline", f"{a},{tmp_path / 'nope'}"])
