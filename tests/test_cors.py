@@ -164,6 +164,20 @@ def test_origins_normalised_at_load(given: str, stored: str) -> None:
     assert compile_cors(policy).origin_allowed(stored.encode()) or "*" in stored
 
 
+def test_comma_separated_string_of_origins() -> None:
+    # `allow_origins: ${GATEWAY_CORS_ORIGINS}` expands to one string; blanks and a trailing comma are dropped.
+    policy = load_cors({**SHIPPED, "allow_origins": " https://a.example.com ,, https://b.example.com, "})
+    assert policy.allow_origins == ["https://a.example.com", "https://b.example.com"]
+
+
+def test_star_entry_is_trimmed_and_origins_deduplicated_after_normalising() -> None:
+    star = load_cors({**SHIPPED, "allow_origins": [" * "], "allow_credentials": False})
+    assert star.allow_origins == ["*"]
+    assert compile_cors(star).origin_allowed(b"https://anything.test")
+    same = load_cors({**SHIPPED, "allow_origins": ["https://app.example.com", "HTTPS://App.example.com:443"]})
+    assert same.allow_origins == ["https://app.example.com"]
+
+
 REFUSED = [
     pytest.param(
         {"allow_origins": ["*"], "allow_credentials": True}, "allow_credentials", id="star_with_credentials"
