@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gateway.clientaddr import CidrSet, TrustedProxies, parse_address
@@ -135,3 +137,27 @@ def test_is_trusted() -> None:
 def test_repr_lists_networks() -> None:
     assert repr(CidrSet(["10.0.0.0/8", "::1"])) == "CidrSet(['10.0.0.0/8', '::1/128'])"
     assert repr(TrustedProxies(["10.0.0.0/8"])) == "TrustedProxies(['10.0.0.0/8'])"
+
+
+@pytest.mark.parametrize(("peer", "proxies", "seen"), [
+    ("::ffff:203.0.113.9", [], "203.0.113.9"),       # dual-stack socket, no proxies: unmapped
+    ("203.0.113.9", [], "203.0.113.9"),
+    ("2001:db8::1", [], "2001:db8::1"),
+    ("::ffff:not-an-ip", [], "::ffff:not-an-ip"),     # left as it is rather than guessed
+    ("::ffff:10.0.0.1", ["10.0.0.0/8"], "10.0.0.1"),  # behind proxies: the parser unmaps too
+])
+def test_the_stage_gives_one_spelling_of_a_client(peer: str, proxies: list[str], seen: str) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from gateway.pipeline.clientaddr import ClientAddressStage
+
+    got: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        got.append(scope["gateway"].client_ip)
+
+    stage = ClientAddressStage(app, TrustedProxies(proxies))
+    scope = {"headers": [], "gateway": SimpleNamespace(client_ip=peer)}
+    asyncio.run(stage(scope, None, None))  # type: ignore[arg-type]
+    assert got == [seen]

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 from gateway.errors import Ambiguous, BadRequest, UnsupportedMediaType
 
 MAX_DEPTH = 64
+_DOUBLE_MAX = int(sys.float_info.max)
+_DOUBLE_DIGITS = len(str(_DOUBLE_MAX))  # 309
 
 
 def _ambiguous(detail: str, route_id: str | None) -> Ambiguous:
@@ -48,6 +51,17 @@ def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         # `1e400` is Infinity to most parsers and cannot be written back as JSON.
+        raise ValueError("number out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    # An integer literal beyond a double's range (`1` and 400 zeros) is `1e400` written out:
+    # Infinity to most parsers. Python alone would read it exactly (up to its 4300-digit limit).
+    if len(text) - text.startswith("-") > _DOUBLE_DIGITS:
+        raise ValueError("number out of range")
+    value = int(text)
+    if len(text) >= _DOUBLE_DIGITS and abs(value) > _DOUBLE_MAX:
         raise ValueError("number out of range")
     return value
 
@@ -129,7 +143,8 @@ def load_json(body: bytes, route_id: str | None) -> Any:
     """Parse a non-empty body strictly into any JSON value, or raise a typed refusal."""
     try:
         text = body.decode("utf-8")
-        root = json.loads(text, object_pairs_hook=_pairs, parse_float=_float, parse_constant=_constant)
+        root = json.loads(text, object_pairs_hook=_pairs, parse_float=_float, parse_int=_int,
+                          parse_constant=_constant)
     except _DuplicateKey:
         raise _ambiguous("duplicate key in the JSON body", route_id) from None
     except (ValueError, RecursionError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -222,6 +223,10 @@ BAD_JSON = [
     pytest.param(b'{"orgId":"org-a","n":-Infinity}', id="minus_infinity"),
     pytest.param(b'{"orgId":"org-a","n":1e400}', id="float_overflow"),
     pytest.param(b'{"orgId":"org-a","n":' + b"9" * 5000 + b"}", id="huge_int"),
+    # 1e400 written out in digits: Python reads it exactly, most parsers as Infinity.
+    pytest.param(b'{"orgId":"org-a","n":1' + b"0" * 400 + b"}", id="int_overflow"),
+    pytest.param(b'{"orgId":"org-a","n":' + str(int(sys.float_info.max) + 1).encode() + b"}", id="int_just_over"),
+    pytest.param(b'{"orgId":"org-a","n":-' + str(int(sys.float_info.max) + 1).encode() + b"}", id="neg_int_over"),
     pytest.param(b'{"orgId":"org-\xff"}', id="invalid_utf8"),
     pytest.param(b'{"orgId":"org-\xc0\xafa"}', id="overlong_utf8"),
     pytest.param(b'\xef\xbb\xbf{"orgId":"org-a"}', id="utf8_bom"),
@@ -239,6 +244,11 @@ BAD_JSON = [
 @pytest.mark.parametrize("body", BAD_JSON)
 def test_bad_json_is_refused(mode: str, body: bytes) -> None:
     refused(mode, body, 400, "request.bad_json", paths=PATHS)
+
+
+def test_the_largest_integers_a_double_holds_are_accepted() -> None:
+    for n in (int(sys.float_info.max), -int(sys.float_info.max), 2**53 + 1, -(10**308)):
+        assert bind("verify", b'{"orgId":"org-a","n":%d}' % n) == (None, False)
 
 
 def test_depth_64_is_accepted() -> None:
