@@ -104,7 +104,7 @@ def request_headers(scope: Scope, ctx: RequestContext, forward_token: bool,
                 out.append((k, v))
             continue
         # `_` spellings are dropped outright (as nginx does): some servers fold them into `-`.
-        if b"_" in k or k.startswith(IDENTITY_PREFIXES):
+        if k.find(b"_") >= 0 or k.startswith(IDENTITY_PREFIXES):  # find: `in` on bytes costs a hidden TypeError
             continue
         out.append((k, v))
     out.append((b"x-forwarded-for", ctx.client_ip.encode()))

@@ -28,7 +28,7 @@ def build_head(methods: dict[str, bytes], host_line: bytes, method: str, target:
         if not raw or not set(raw) <= TOKEN:
             raise ValueError(f"invalid method {method!r}")
         prefix = methods[method] = raw + b" "
-    if not target or b" " in target:
+    if not target or target.find(b" ") >= 0:
         raise ValueError("invalid request target")
     parts = [prefix, target, host_line]
     lines = 2
