@@ -117,14 +117,20 @@ async def test_failed_refresh_keeps_last_good_keys(
     assert cache.ready and dict(cache.keys) == before
 
 
-async def test_unknown_kid_triggers_one_refresh_within_cooldown(
-    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
-) -> None:
+async def started(respx_mock: respx.MockRouter, keys: Keys, make_cache: Any) -> tuple[Any, FakeClock, JwksCache]:
+    """A cache started against a set holding the EC key, on a fake clock, with a 30 s cool-down."""
     route = respx_mock.get(URL)
     route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk)))
     clock = FakeClock()
     cache = make_cache(cooldown_seconds=30, clock=clock)
     await cache.start()
+    return route, clock, cache
+
+
+async def test_unknown_kid_triggers_one_refresh_within_cooldown(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    route, clock, cache = await started(respx_mock, keys, make_cache)
     assert route.call_count == 1
     clock.now += 31  # the cool-down counts from the last fetch of any kind
     route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk, keys.rsa_jwk)))  # rotation
@@ -157,11 +163,7 @@ async def test_unknown_kid_triggers_one_refresh_within_cooldown(
 async def test_await_refresh_waits_for_the_fetch_the_unknown_kid_caused(
     respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
 ) -> None:
-    route = respx_mock.get(URL)
-    route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk)))
-    clock = FakeClock()
-    cache = make_cache(cooldown_seconds=30, clock=clock)
-    await cache.start()
+    route, clock, cache = await started(respx_mock, keys, make_cache)
     v = JwtVerifier(policy(algorithms=["RS256", "ES256"]), jwks=cache)
     token = rs_token(keys)
     # Nothing in flight (the start-up fetch is within the cool-down): no wait, nothing new.
@@ -191,11 +193,7 @@ async def test_a_bounded_wait_leaves_the_shared_fetch_running(
         await gate.wait()
         return httpx.Response(200, json=doc(keys.ec_jwk, keys.rsa_jwk))
 
-    route = respx_mock.get(URL)
-    route.mock(return_value=httpx.Response(200, json=doc(keys.ec_jwk)))
-    clock = FakeClock()
-    cache = make_cache(cooldown_seconds=30, clock=clock)
-    await cache.start()
+    route, clock, cache = await started(respx_mock, keys, make_cache)
     clock.now += 31
     route.mock(side_effect=slow)
     assert cache.request_refresh() is True

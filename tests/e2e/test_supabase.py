@@ -165,15 +165,21 @@ def test_refused(client: httpx.Client, idp: Idp, make: Any, status: int, why: st
     assert r.status_code == status and reason(r) == why, r.text
 
 
-def test_new_kid_is_fetched_on_first_sight(idp: Idp, tmp_path: Path) -> None:
-    """Rotation: a key added to the set after start is fetched when a token first names it (the
-    cool-down is shortened here so the test does not wait 30 s)."""
+def _jwt_tuned(tmp_path: Path, extra: str) -> Path:
+    """A copy of the shipped policy with `extra` lines added to auth.jwt (after leeway_seconds)."""
     policy = tmp_path / "policies"
     shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
     gw_yaml = policy / "gateway.yaml"
     text = gw_yaml.read_text()
-    gw_yaml.write_text(text.replace("    leeway_seconds: 30\n",
-                                    "    leeway_seconds: 30\n    jwks_cooldown_seconds: 1\n    jwks_refresh_seconds: 5\n"))
+    assert "    leeway_seconds: 30\n" in text
+    gw_yaml.write_text(text.replace("    leeway_seconds: 30\n", "    leeway_seconds: 30\n" + extra))
+    return policy
+
+
+def test_new_kid_is_fetched_on_first_sight(idp: Idp, tmp_path: Path) -> None:
+    """Rotation: a key added to the set after start is fetched when a token first names it (the
+    cool-down is shortened here so the test does not wait 30 s)."""
+    policy = _jwt_tuned(tmp_path, "    jwks_cooldown_seconds: 1\n    jwks_refresh_seconds: 5\n")
     new = ec.generate_private_key(ec.SECP256R1())
     with JwksServer(dict(idp.jwks)) as jwks, echo_upstream() as upstream, _start(policy, idp, upstream, jwks) as gw, \
             httpx.Client(base_url=gw.url, timeout=20) as c:
@@ -205,12 +211,7 @@ def test_a_key_published_before_use_works_on_first_sight(idp: Idp, tmp_path: Pat
     tokens signed with it appear. The first request naming it waits for the fetch it causes and
     is served, not refused until the next scheduled refresh. A made-up kid is still refused, and
     quickly: after one fetch per cool-down there is nothing to wait for."""
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
-    gw_yaml = policy / "gateway.yaml"
-    text = gw_yaml.read_text()
-    gw_yaml.write_text(text.replace("    leeway_seconds: 30\n",
-                                    "    leeway_seconds: 30\n    jwks_cooldown_seconds: 1\n"))
+    policy = _jwt_tuned(tmp_path, "    jwks_cooldown_seconds: 1\n")
     new = ec.generate_private_key(ec.SECP256R1())
     with JwksServer(dict(idp.jwks)) as jwks, echo_upstream() as upstream, _start(policy, idp, upstream, jwks) as gw, \
             httpx.Client(base_url=gw.url, timeout=20) as c:
