@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
-from gateway.auth.identity import claim_at
+from gateway.auth.claims import claim_text
 from gateway.context import RequestContext
 from gateway.errors import (
     BadGateway,
@@ -218,8 +218,10 @@ class Forwarder:
         if ctx.claims:
             auth = ctx.policy.sections.get("compiled.auth")
             jwt = getattr(auth, "jwt", None)
-            org = claim_at(ctx.claims, jwt.org_claim if jwt is not None else "org_id")
-            if isinstance(org, str) and org:
+            # The one claim reader tenant binding and rate limits use: a numeric org id is that
+            # org too, a blank one is none.
+            org = claim_text(ctx.claims, jwt.org_claim if jwt is not None else "org_id")
+            if org is not None:
                 return "org:" + org
         return "addr:" + ctx.client_ip
 

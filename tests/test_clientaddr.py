@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from gateway.clientaddr import CidrSet, TrustedProxies, parse_address
+from gateway.pipeline.clientaddr import ClientAddressStage
 
 PROXIES = TrustedProxies(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"])
 
@@ -147,11 +150,6 @@ def test_repr_lists_networks() -> None:
     ("::ffff:10.0.0.1", ["10.0.0.0/8"], "10.0.0.1"),  # behind proxies: the parser unmaps too
 ])
 def test_the_stage_gives_one_spelling_of_a_client(peer: str, proxies: list[str], seen: str) -> None:
-    import asyncio
-    from types import SimpleNamespace
-
-    from gateway.pipeline.clientaddr import ClientAddressStage
-
     got: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

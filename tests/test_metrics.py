@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from prometheus_client.samples import Sample
 import gateway.metrics as metrics_mod
 from gateway.admin import metrics_registry, start_admin
 from gateway.context import RequestContext
+from gateway.health import HealthBoard
 from gateway.metrics import Metrics, mark_process_dead, prepare_multiprocess_dir, status_class
 from gateway.settings import Settings
 from tests.support.procs import free_port
@@ -312,8 +314,6 @@ def test_batched_histograms_match_prometheus_client(single: None) -> None:
 def test_the_operators_metric_contract_lists_every_gateway_metric(single: None) -> None:
     """deploy/README.md's "Metrics (contract)" is what dashboards and alerts are written against:
     every gateway_* family a scrape can show is named there, and nothing named there is gone."""
-    from gateway.health import HealthBoard
-
     board = HealthBoard()
     board.redis_configured = True  # gateway_redis_up is shown only when Redis is configured
     registry = metrics_registry(board)
@@ -321,8 +321,6 @@ def test_the_operators_metric_contract_lists_every_gateway_metric(single: None) 
     served |= {m.name for m in Metrics(CollectorRegistry()).registry.collect() if m.name.startswith("gateway_")}
     text = (Path(__file__).resolve().parents[1] / "deploy" / "README.md").read_text()
     section = text.split("## Metrics (contract)", 1)[1].split("\n## ", 1)[0]
-    import re
-
     named = set(re.findall(r"`(gateway_[a-z_]+)", section))
     # prometheus_client reports a counter's family without its _total suffix.
     named_families = {n.removesuffix("_total") for n in named}

@@ -8,11 +8,13 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 
 from gateway.auth import mint_dev_token
+from gateway.forwarder import Forwarder
 from tests.support.gateway_proc import TEST_JWT_SECRET, Proc, gateway, write_policy
 from tests.support.rogue_upstream import RogueUpstream
 
@@ -94,3 +96,18 @@ def test_anonymous_requests_share_by_client_address(rig: tuple[Proc, RogueUpstre
         futures = [pool.submit(httpx.get, f"{gw.url}/v1/public", timeout=30) for _ in range(5)]
         statuses = sorted(f.result().status_code for f in futures)
     assert statuses == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize(("claims", "key"), [
+    ({"org_id": "org-a"}, "org:org-a"),
+    ({"org_id": 42}, "org:42"),           # a numeric org id is that org, as tenant binding reads it
+    ({"org_id": "   "}, "addr:10.0.0.9"),  # blank: no org, the client's address
+    ({"org_id": True}, "addr:10.0.0.9"),
+    ({"app_metadata": {"org_id": "org-b"}}, "addr:10.0.0.9"),  # not where this policy reads it
+    (None, "addr:10.0.0.9"),
+])
+def test_the_fair_share_key_reads_the_org_as_tenant_binding_does(claims: dict | None, key: str) -> None:
+    auth = SimpleNamespace(jwt=SimpleNamespace(org_claim="org_id"))
+    ctx = SimpleNamespace(claims=claims, client_ip="10.0.0.9",
+                          policy=SimpleNamespace(sections={"compiled.auth": auth}))
+    assert Forwarder.tenant_key(ctx) == key  # type: ignore[arg-type]

@@ -155,26 +155,17 @@ def test_one_root_cause_gives_one_message(tmp_path: Path) -> None:
         f'{policy}/gateway.yaml:{line} auth.jwt.algorithms: "none" is never an acceptable algorithm'], checked.stdout
 
 
-def test_serve_names_a_busy_port() -> None:
+@pytest.mark.parametrize("variable", ["GATEWAY_PORT", "GATEWAY_ADMIN_PORT"])
+def test_serve_names_a_busy_port(variable: str) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        served = run(["serve"], {"GATEWAY_POLICY_DIR": str(SHIPPED), "GATEWAY_PORT": str(port)})
+        served = run(["serve"], {"GATEWAY_POLICY_DIR": str(SHIPPED), variable: str(port)})
     out = served.stdout + served.stderr
     assert served.returncode == 2, out
-    assert f"GATEWAY_PORT: cannot listen on 127.0.0.1:{port}: already in use" in out, out
+    assert f"{variable}: cannot listen on 127.0.0.1:{port}: already in use" in out, out
     assert "Traceback" not in out, out
-
-
-def test_serve_names_a_busy_admin_port() -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        port = busy.getsockname()[1]
-        served = run(["serve"], {"GATEWAY_POLICY_DIR": str(SHIPPED), "GATEWAY_ADMIN_PORT": str(port)})
-    out = served.stdout + served.stderr
-    assert served.returncode == 2 and f"GATEWAY_ADMIN_PORT: cannot listen on 127.0.0.1:{port}" in out, out
 
 
 @pytest.mark.parametrize("ttl", ["-5", "0", "abc", "99999999"])
