@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from gateway.auth import claim_at
+from gateway.auth.claims import claim_text
 from gateway.context import RequestContext
 from gateway.pipeline.base import Scope
 
@@ -147,9 +147,9 @@ class AccessLog:
         claims = ctx.claims
         sub = org = None
         if claims:
-            s, o = claims.get("sub"), claim_at(claims, self.org_claim)
+            s = claims.get("sub")
             sub = s if isinstance(s, str) else None
-            org = o if isinstance(o, str) else None
+            org = claim_text(claims, self.org_claim)  # as tenant binding reads it
         ua = None
         for k, v in scope["headers"]:
             if k == b"user-agent":

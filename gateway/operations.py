@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit import AuditLog, request_record
-from gateway.auth import claim_at
+from gateway.auth.claims import claim_text
 from gateway.context import RequestContext
 from gateway.errors import PolicyError, ServiceUnavailable
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
@@ -58,10 +58,10 @@ class AuditObserver:
                 extra.setdefault("trace_id", ctx.trace.trace_id)
             if ctx.client_request_id is not None:
                 extra.setdefault("client_request_id", ctx.client_request_id)
-            org = claim_at(claims, self.org_claim) if claims else None
+            org = claim_text(claims, self.org_claim) if claims else None  # as tenant binding reads it
             self.audit.submit(request_record(
                 request_id=ctx.request_id, sub=sub if isinstance(sub, str) else None,
-                org=org if isinstance(org, str) else None, client_ip=ctx.client_ip, method=method,
+                org=org, client_ip=ctx.client_ip, method=method,
                 route_id=route_id, path=audit_path(scope, ctx), status=ctx.status, decision=ctx.decision,
                 reason=ctx.reason, duration_ms=duration_ms, **extra,
             ))

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from gateway.accesslog import AccessLog
 from gateway.context import RequestContext
 from gateway.tracing import Tracer
@@ -216,3 +218,16 @@ def test_idle_writer_is_woken_by_the_next_line(tmp_path: Path) -> None:
             assert len(lines(path)) == n
     finally:
         log.close()
+
+
+@pytest.mark.parametrize(("org", "seen"), [(42, "42"), ("   ", None), (True, None), ("org-a", "org-a")])
+def test_org_is_read_as_tenant_binding_reads_it(tmp_path: Path, org: object, seen: str | None) -> None:
+    path = tmp_path / "access.log"
+    log = AccessLog(str(path), org_claim="app_metadata.org_id")
+    log.start()
+    c = ctx()
+    c.claims = {"sub": "alice", "app_metadata": {"org_id": org}}
+    log(SCOPE, c)
+    log.close()
+    (entry,) = lines(path)
+    assert entry["org"] == seen
