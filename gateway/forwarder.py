@@ -147,7 +147,8 @@ class FairShare:
 
 
 class DisconnectWatch:
-    """Fires `cancel` when the client disconnects; armed only for requests that take a while.
+    """Fires `cancel` when the client disconnects; armed only for requests that take a while, and
+    only under a server that does not report lost connections itself (the gateway's does).
 
     uvicorn's `send()` returns quietly after a disconnect, so a relay would otherwise keep draining
     the upstream into nowhere, holding a pool slot. `receive()` after the request body reports it."""
@@ -254,12 +255,21 @@ class Forwarder:
             raise ConcurrencyExceeded(detail="too many requests of your organisation in flight; retry shortly",
                                       headers={"Retry-After": RETRY_AFTER})
         cancel = Cancel()
-        # A streamed upload is still being read from `receive`; the watch would steal its chunks.
-        watch = None if streamed else DisconnectWatch(receive, cancel)
+        # The gateway's own server reports a lost connection directly (gateway/protocol.py);
+        # under another server a watch reads `receive` for http.disconnect, which a streamed
+        # upload is still reading (the watch would steal its chunks).
+        conn = scope.get("gateway.connection")
+        watch = None
+        if conn is not None:
+            conn.watch(cancel)
+        elif not streamed:
+            watch = DisconnectWatch(receive, cancel)
         try:
             await self._forward(scope, ctx, route, headers, body, cancel, send)
         finally:
-            if watch is not None:
+            if conn is not None:
+                conn.unwatch(cancel)
+            elif watch is not None:
                 watch.stop()
             self.share.leave(key)
 

@@ -19,6 +19,11 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   which refuses it with a 4xx problem+json (and no warning per request in the server log).
 - `scope["gateway.drop_connection"]`: lets the forwarder end a response that broke mid-body (the
   client sees the truncation) without an error-level traceback for an upstream's misbehaviour.
+- `scope["gateway.connection"]`: the forwarder registers what to cancel when the client goes away
+  (`watch`), so a lost connection aborts the upstream exchange at once, with no task or timer per
+  request to notice it.
+- the head deadline and the keep-alive wait are coarse deadlines (`gateway/deadlines.py`: one sweep
+  timer per worker, not a loop timer per request).
 - drain: `drain()` closes idle keep-alive connections; responses already carry `Connection: close`.
 """
 
@@ -32,6 +37,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from gateway.audit.records import request_record
+from gateway.deadlines import Deadline, sweep_for
 from gateway.errors import BadRequest, GatewayError, HeaderTimeout
 
 # Idle keep-alive connections older than this are closed when the drain starts; younger ones get
@@ -64,7 +70,9 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.head_timer: asyncio.TimerHandle | None = None
+        self.sweep = sweep_for(self.loop)
+        self.head_timer: Deadline | None = None
+        self.watching: Any = None  # what the forwarder cancels if this connection is lost
         self.in_head = False
         self.head_started: float | None = None
         self.idle_since = self.loop.time()
@@ -111,6 +119,10 @@ class GatewayProtocol(HttpToolsProtocol):
         if self.idle is not None:
             self.idle.pop(self, None)
         self._cancel_head_timer()
+        watching = self.watching
+        if watching is not None:
+            self.watching = None
+            watching.fire()
         if self.flow is None:  # refused in connection_made: uvicorn never set it up
             self.connections.discard(self)
             return
@@ -119,7 +131,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def _arm_head_timer(self) -> None:
         limits = self._limits()
         if self.head_timer is None and limits is not None:
-            self.head_timer = self.loop.call_later(limits.header_timeout, self._head_timeout)
+            self.head_timer = self.sweep.call_later(limits.header_timeout, self._head_timeout)
 
     def _count(self, reason: str) -> None:
         metrics = getattr(self.gateway, "metrics", None)
@@ -155,13 +167,34 @@ class GatewayProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.scope["gateway.drop_connection"] = lambda: _drop(cycle)  # type: ignore[typeddict-unknown-key]
+        scope = cycle.scope
+        scope["gateway.drop_connection"] = lambda: _drop(cycle)  # type: ignore[typeddict-unknown-key]
+        scope["gateway.connection"] = self  # type: ignore[typeddict-unknown-key]
         super()._start_asgi_task(cycle, app)
 
+    def watch(self, cancel: Any) -> None:
+        """Fire `cancel` (an object with `fire()`) if the connection is lost before `unwatch`."""
+        self.watching = cancel
+
+    def unwatch(self, cancel: Any) -> None:
+        if self.watching is cancel:
+            self.watching = None
+
     def on_response_complete(self) -> None:
+        # uvicorn's, except that the keep-alive wait is a coarse deadline, not a loop timer.
         self.idle_since = self.loop.time()
-        super().on_response_complete()
-        if self.timeout_keep_alive_task is not None and self.idle is not None:
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.timeout_keep_alive_task = self.sweep.call_later(  # type: ignore[assignment]
+            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        if self.idle is not None:
             self.idle[self] = None  # waiting for the next request: reclaimable at the cap
 
     def send_400_response(self, msg: str) -> None:
@@ -212,8 +245,8 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.loop.call_later(DRAIN_IDLE_GRACE - idle_for,
-                                                            self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self.sweep.call_later(  # type: ignore[assignment]
+            DRAIN_IDLE_GRACE - idle_for, self.timeout_keep_alive_handler)
 
 
 def protocol_for(gateway: Any) -> type[GatewayProtocol]:
