@@ -220,8 +220,14 @@ class LeanWindows(Storage, MovingWindowSupport, SlidingWindowCounterSupport):
         reply = await _SLIDING(self.client, [self._prefix(previous).encode(), self._prefix(current).encode()],
                                [limit, expiry, amount])
         _, prev_count, prev_ttl, cur_count, cur_ttl = reply
-        window = (int(prev_count or 0), max(0, float(prev_ttl or 0)) / 1000,
-                  int(cur_count or 0), max(0, float(cur_ttl or 0)) / 1000)
+        cur_ttl = max(0, float(cur_ttl or 0))
+        if cur_ttl and cur_ttl % (expiry * 1000) == 0:
+            # Read in the millisecond the window's key was made (Redis freezes its clock for a
+            # script, so a burst of hits in one ms all see it): `limits` computes the reset as
+            # now + ttl % expiry, i.e. *now*, and a spent limit would look reset to the local
+            # fallback's seeding (tests/ratelimit/test_stalled_redis.py). One ms less is the truth.
+            cur_ttl -= 1
+        window = (int(prev_count or 0), max(0, float(prev_ttl or 0)) / 1000, int(cur_count or 0), cur_ttl / 1000)
         return bool(reply[0]), window
 
     async def acquire_sliding_window_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:

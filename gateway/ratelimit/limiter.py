@@ -283,12 +283,10 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
         return None
     bridge = storage.bridge  # type: ignore[attr-defined]
     if store.resp is not None:
-        # ~12 us of CPU per batch against ~107 us through redis-py (tests/ratelimit/bench_resp.py).
-        commands: list[tuple[bytes | str | int, ...]] = []
-        for item in items:
-            key = bridge.prefixed_key(item.key_for(*ids))
-            commands += [(b"SET", key, b"0", b"EX", item.get_expiry(), b"NX"), (b"INCR", key), (b"TTL", key)]
-        results = await store.resp.execute(commands)
+        # ~12 us of CPU per batch against ~107 us through redis-py (tests/ratelimit/bench_resp.py),
+        # less again with each item's three commands filled into a template in one format.
+        payload = fixed_window_payload(bridge.key_prefix, items, ids)
+        results = await store.resp.execute_encoded(payload, 3 * len(items))
         for r in results:
             if isinstance(r, RespError):  # e.g. WRONGTYPE: a storage error, as redis-py raises it
                 raise r
@@ -302,6 +300,44 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
         results = await pipe.execute()
     return [(int(results[3 * i + 1]), int(results[3 * i + 2])) for i in range(len(items))]
 
+
+
+_TEMPLATES: dict[tuple[int, str], tuple[Any, list[tuple[str, str, bytes]]]] = {}
+
+
+def _resp_templates(prefix: str, items: Any) -> list[tuple[str, str, bytes]]:
+    """Per fixed-window item: the key around the request's identifiers, and its three commands
+    (`SET key 0 EX <window> NX`, `INCR key`, `TTL key`) RESP-encoded with the key left as
+    `$<len>\r\n<key>` holes. The key is `limits`' (`prefix:namespace/ids.../amount/multiples/
+    GRANULARITY`), as `bridge.prefixed_key(item.key_for(*ids))` builds it; cached per items tuple."""
+    cache_key = (id(items), prefix)
+    hit = _TEMPLATES.get(cache_key)
+    if hit is not None and hit[0] is items:
+        return hit[1]
+    out = []
+    for item in items:
+        probe = item.key_for("\0")
+        head, tail = probe.split("\0")
+        window = b"%d" % item.get_expiry()
+        tmpl = (b"*6\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\n0\r\n$2\r\nEX\r\n$" + b"%d" % len(window)
+                + b"\r\n" + window + b"\r\n$2\r\nNX\r\n"
+                + b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n*2\r\n$3\r\nTTL\r\n$%d\r\n%s\r\n")
+        out.append((f"{prefix}:{head}", tail, tmpl))
+    if len(_TEMPLATES) > 1024:  # one entry per compiled policy and store: reloads only
+        _TEMPLATES.clear()
+    _TEMPLATES[cache_key] = (items, out)
+    return out
+
+
+def fixed_window_payload(prefix: str, items: Any, ids: tuple[str, ...]) -> bytes:
+    """The RESP bytes of `SET key 0 EX <window> NX; INCR key; TTL key` for each item."""
+    joined = "/".join(ids)
+    out = []
+    for head, tail, tmpl in _resp_templates(prefix, items):
+        key = (head + joined + tail).encode()
+        n = len(key)
+        out.append(tmpl % (n, key, n, key, n, key))
+    return b"".join(out)
 
 
 def _fixed_window_memory(storage: MemoryStorage, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]]:

@@ -227,20 +227,15 @@ class RespClient:
         simple strings as bytes, integers as int, nil as None.
         """
         if transaction:
-            payload = b"".join(encode(commands, [_MULTI]) + [_EXEC])
-            count = len(commands) + 2
-        elif commands:
-            payload, count = b"".join(encode(commands)), len(commands)
-        else:
+            return await self.execute_encoded(b"".join(encode(commands)), len(commands))
+        if not commands:
             return []
-        slot = self._next
-        self._next = (slot + 1) % len(self._conns)
-        conn = self._conns[slot]
-        if conn is None or conn.closed:
-            conn = await self._connect(slot)
-        replies = await conn.send(payload, count)
-        if not transaction:
-            return replies
+        return await self._send(b"".join(encode(commands)), len(commands))
+
+    async def execute_encoded(self, commands: bytes, count: int) -> list[Any]:
+        """`execute(…, transaction=True)` of `count` commands already RESP-encoded (`encode`, or a
+        template of its output): the hot path builds a request's commands with one format each."""
+        replies = await self._send(_MULTI + commands + _EXEC, count + 2)
         for reply in replies[:-1]:
             if isinstance(reply, RespError):
                 raise reply
@@ -248,6 +243,14 @@ class RespClient:
         if not isinstance(result, list):  # EXECABORT error, or nil (aborted)
             raise result if isinstance(result, RespError) else RespError("transaction aborted")
         return result
+
+    async def _send(self, payload: bytes, count: int) -> list[Any]:
+        slot = self._next
+        self._next = (slot + 1) % len(self._conns)
+        conn = self._conns[slot]
+        if conn is None or conn.closed:
+            conn = await self._connect(slot)
+        return await conn.send(payload, count)
 
     async def ping(self) -> bool:
         """True if Redis answers PONG; False on a connection failure or an error reply."""

@@ -4,6 +4,7 @@ round trip per hit, NOSCRIPT recovery, and no remembered read leaking across req
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -179,3 +180,22 @@ async def test_unreachable_redis_degrades_to_the_local_store(redis_srv: RedisSer
         assert backend.degraded  # the shared hit failed; the local store answered
     finally:
         await backend.aclose()
+
+
+async def test_a_window_read_in_its_first_millisecond_resets_a_window_later_not_now(stores: Any) -> None:
+    """Redis freezes its clock for a script, so a burst of hits in the millisecond a window's key
+    was made all read its full TTL (2 x the window). `limits` turns that into a reset of *now*;
+    the local fallback would then seed a spent limit as fresh. The lean path reports one ms less."""
+    ref_store, _, _ = stores
+
+    class FrozenClock:
+        async def execute(self, commands: Any, *, transaction: bool = True) -> list[Any]:
+            return [[1, 0, 0, 5, 120000]]  # acquired; previous: none; current: 5 hits, PTTL 2 x 60 s
+
+    lean = LeanWindows(FrozenClock(), ref_store)  # type: ignore[arg-type]
+    item = parse("5/minute")
+    strategy = SlidingWindowCounterRateLimiter(lean)
+    assert await strategy.hit(item, *_ids())
+    stats = await strategy.get_window_stats(item, *_ids())
+    assert stats.remaining == 0
+    assert stats.reset_time > time.time() + 59  # not now

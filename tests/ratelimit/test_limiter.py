@@ -188,13 +188,13 @@ async def test_fixed_window_on_redis_is_one_round_trip_per_request(redis_srv) ->
     resp = limiter.backend.shared.resp
     assert resp is not None
     batches: list[int] = []
-    real_execute = resp.execute
+    real_execute = resp.execute_encoded
 
-    async def counting_execute(commands, **kw):  # type: ignore[no-untyped-def]
-        batches.append(len(commands))
-        return await real_execute(commands, **kw)
+    async def counting_execute(commands, count):  # type: ignore[no-untyped-def]
+        batches.append(count)
+        return await real_execute(commands, count)
 
-    resp.execute = counting_execute  # type: ignore[method-assign]
+    resp.execute_encoded = counting_execute  # type: ignore[method-assign]
     client = limiter.backend.shared.storage.bridge.get_connection()
     client.pipeline = None  # redis-py pipelines must not be used on this path
     policy = compile_policy(RateLimitPolicy(limits="3/second; 5/minute", key="sub", strategy="fixed-window"),
@@ -230,3 +230,23 @@ async def test_fixed_window_in_process_matches_limits_own_accounting() -> None:
     await asyncio.sleep(1.05)
     assert (await limiter.hit("fw-mem", policy, ip="192.0.2.1", sub="alice")).allowed
     await limiter.aclose()
+
+
+@pytest.mark.parametrize("limits", ["3/second; 5/minute", "100/hour", "7 per 2 days; 1/second"])
+@pytest.mark.parametrize("sub", ["user-1", "ünïcode/sub", "a b=c"])
+def test_fixed_window_resp_templates_encode_what_the_generic_encoder_does(limits: str, sub: str) -> None:
+    """The hot path fills a per-item template; the bytes must be exactly `encode` of the commands
+    with `limits`' own keys (bridge.prefixed_key(item.key_for(*ids)))."""
+    from gateway.ratelimit import RateLimitPolicy, compile_policy
+    from gateway.ratelimit.limiter import _resp_templates, fixed_window_payload, identifiers
+    from gateway.ratelimit.resp import encode
+
+    policy = compile_policy(RateLimitPolicy(limits=limits, key="sub", strategy="fixed-window"), "tmpl", 1)
+    ids = identifiers("tmpl", "fixed-window", policy.key, "192.0.2.1", sub, None)
+    prefix = "LIMITS"
+    expected = []
+    for item in policy.items:
+        key = f"{prefix}:{item.key_for(*ids)}"
+        expected += [(b"SET", key, b"0", b"EX", item.get_expiry(), b"NX"), (b"INCR", key), (b"TTL", key)]
+    assert fixed_window_payload(prefix, policy.items, ids) == b"".join(encode(expected))
+    assert _resp_templates(prefix, policy.items) is _resp_templates(prefix, policy.items)  # cached
