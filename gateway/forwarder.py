@@ -213,15 +213,20 @@ class Forwarder:
             pool = self.pools[url] = H1Pool(url, self.pool_size, self.keepalive)
         return pool
 
-    @staticmethod
-    def tenant_key(ctx: RequestContext) -> str:
+    _org_claim: tuple[object, str] | None = None  # (policy, its org claim path), read once per policy
+
+    def tenant_key(self, ctx: RequestContext) -> str:
         """The org of the verified identity, else the client address (public and webhook routes)."""
         if ctx.claims:
-            auth = ctx.policy.sections.get("compiled.auth")
-            jwt = getattr(auth, "jwt", None)
+            policy = ctx.policy
+            cached = self._org_claim
+            if cached is None or cached[0] is not policy:
+                auth = policy.sections.get("compiled.auth")
+                jwt = getattr(auth, "jwt", None)
+                cached = self._org_claim = (policy, jwt.org_claim if jwt is not None else "org_id")
             # The one claim reader tenant binding and rate limits use: a numeric org id is that
             # org too, a blank one is none.
-            org = claim_text(ctx.claims, jwt.org_claim if jwt is not None else "org_id")
+            org = claim_text(ctx.claims, cached[1])
             if org is not None:
                 return "org:" + org
         return "addr:" + ctx.client_ip

@@ -111,9 +111,14 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _unset_keepalive_if_required(self) -> None:
         # uvicorn calls this whenever bytes arrive and when a response completes: not idle now.
-        if self.idle is not None:
-            self.idle.pop(self, None)
-        super()._unset_keepalive_if_required()
+        # (uvicorn's own body inlined: it runs for every read.) A connection is in `idle` only
+        # while its keep-alive wait is armed.
+        task = self.timeout_keep_alive_task
+        if task is not None:
+            task.cancel()
+            self.timeout_keep_alive_task = None
+            if self.idle is not None:
+                self.idle.pop(self, None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.idle is not None:

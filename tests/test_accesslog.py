@@ -150,6 +150,22 @@ def test_odd_values_are_json_and_nulls_are_null() -> None:
     assert (got["request_id"], got["trace_id"], got["route"], got["method"]) == (True, 7, 1.5, "b'x'")
 
 
+@pytest.mark.parametrize("entry", [
+    (1764461523.118, 0.0031234, "a" * 24, "b" * 32, "agents.list", "GET", 200, "allow", None, 0.0012,
+     "127.0.0.1", "org-1", "user-1", 0, 27, "wrk/4.2", None),
+    (0.0, 0.5, "r", None, None, None, True, "deny", "x", None, "::1", None, None, False, 1, "ua", "c"),
+    (0.0, 0.5, "r", None, None, None, 200, "deny", "x", float("inf"), "::1", None, None, 0, 1, "ua", "c"),
+    (0.0, 0.5, "r", None, None, None, None, "deny", "x", 1.0, "::1", 7, None, 0, 1.5, None, None),
+])
+def test_the_typical_line_encoder_writes_what_the_general_one_does(entry: tuple) -> None:
+    """The fast path for ordinary field types equals the general encoder, and hands anything else
+    (a bool where an int goes, a non-finite float, a number where a string goes) to it."""
+    from gateway.accesslog import _encode_any, encode_line
+
+    assert encode_line(entry, lambda t: "t") == _encode_any(entry, lambda t: "t")
+    json.loads(encode_line(entry, lambda t: "t"))
+
+
 def test_hostile_user_agent_and_client_id_from_the_request(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path))

@@ -110,4 +110,15 @@ def test_the_fair_share_key_reads_the_org_as_tenant_binding_does(claims: dict | 
     auth = SimpleNamespace(jwt=SimpleNamespace(org_claim="org_id"))
     ctx = SimpleNamespace(claims=claims, client_ip="10.0.0.9",
                           policy=SimpleNamespace(sections={"compiled.auth": auth}))
-    assert Forwarder.tenant_key(ctx) == key  # type: ignore[arg-type]
+    assert Forwarder().tenant_key(ctx) == key  # type: ignore[arg-type]
+
+
+def test_the_fair_share_key_follows_a_reload_that_moves_the_org_claim() -> None:
+    def policy(path: str) -> SimpleNamespace:
+        return SimpleNamespace(sections={"compiled.auth": SimpleNamespace(jwt=SimpleNamespace(org_claim=path))})
+
+    fwd = Forwarder()
+    claims = {"org_id": "org-top", "app_metadata": {"org_id": "org-nested"}}
+    before, after = policy("org_id"), policy("app_metadata.org_id")
+    assert fwd.tenant_key(SimpleNamespace(claims=claims, client_ip="10.0.0.9", policy=before)) == "org:org-top"  # type: ignore[arg-type]
+    assert fwd.tenant_key(SimpleNamespace(claims=claims, client_ip="10.0.0.9", policy=after)) == "org:org-nested"  # type: ignore[arg-type]
