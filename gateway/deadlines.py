@@ -23,29 +23,51 @@ COARSE_MIN = 0.5
 
 
 class Deadline:
-    """A pending call; `cancel()` is idempotent and `fired` tells whether the callback ran."""
+    """A call at a loop time; re-armable (`at` / `later`), so a connection keeps one per purpose
+    instead of allocating one per request. `cancel()` is idempotent; `fired` tells whether the
+    callback ran since the last arming."""
 
-    __slots__ = ("when", "callback", "sweep", "timer", "fired")
+    __slots__ = ("when", "callback", "sweep", "timer", "fired", "armed")
 
-    def __init__(self, when: float, callback: Callable[[], object], sweep: Sweep) -> None:
-        self.when = when
+    def __init__(self, sweep: Sweep, callback: Callable[[], object]) -> None:
+        self.sweep = sweep
         self.callback = callback
-        self.sweep: Sweep | None = sweep
+        self.when = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.fired = False
+        self.armed = False  # pending in the sweep
+
+    def at(self, when: float) -> Deadline:
+        """(Re)arm for loop time `when`: coarsely when that is at least COARSE_MIN away."""
+        self.cancel()
+        self.fired = False
+        self.when = when
+        sweep = self.sweep
+        loop = sweep.loop
+        if when - loop.time() < COARSE_MIN:
+            self.timer = loop.call_at(when, self._fire)
+            return self
+        sweep.pending[self] = None
+        self.armed = True
+        if sweep.handle is None:
+            sweep.handle = loop.call_later(TICK, sweep._tick)
+        return self
+
+    def later(self, delay: float) -> Deadline:
+        return self.at(self.sweep.loop.time() + delay)
 
     def cancel(self) -> None:
-        sweep = self.sweep
-        if sweep is not None:
-            self.sweep = None
-            sweep.pending.pop(self, None)
+        if self.armed:
+            self.armed = False
+            self.sweep.pending.pop(self, None)
         timer = self.timer
         if timer is not None:
             self.timer = None
             timer.cancel()
 
     def _fire(self) -> None:
-        self.sweep = self.timer = None
+        self.armed = False
+        self.timer = None
         self.fired = True
         self.callback()
 
@@ -60,21 +82,16 @@ class Sweep:
         self.pending: dict[Deadline, None] = {}
         self.handle: asyncio.TimerHandle | None = None
 
+    def deadline(self, callback: Callable[[], object]) -> Deadline:
+        """An unarmed deadline for `callback`, to arm (and re-arm) with `at` / `later`."""
+        return Deadline(self, callback)
+
     def call_at(self, when: float, callback: Callable[[], object]) -> Deadline:
         """Call `callback` at loop time `when` (coarsely when that is at least COARSE_MIN away)."""
-        loop = self.loop
-        d = Deadline(when, callback, self)
-        if when - loop.time() < COARSE_MIN:
-            d.sweep = None
-            d.timer = loop.call_at(when, d._fire)
-            return d
-        self.pending[d] = None
-        if self.handle is None:
-            self.handle = loop.call_later(TICK, self._tick)
-        return d
+        return Deadline(self, callback).at(when)
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Deadline:
-        return self.call_at(self.loop.time() + delay, callback)
+        return Deadline(self, callback).at(self.loop.time() + delay)
 
     def _tick(self) -> None:
         self.handle = None
@@ -82,7 +99,8 @@ class Sweep:
         now = self.loop.time()
         due = [d for d in pending if d.when <= now]
         for d in due:
-            if pending.pop(d, 0) is None:  # still pending: an earlier callback may have cancelled it
+            # Still pending and due: an earlier callback may have cancelled or re-armed it.
+            if d.when <= now and pending.pop(d, 0) is None:
                 try:
                     d._fire()
                 except Exception as exc:  # one callback's failure must not stop the others

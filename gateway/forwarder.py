@@ -322,15 +322,15 @@ class Forwarder:
                 err = BadGateway("upstream.bad_response", "the upstream sent an invalid response")
             else:
                 err = BadGateway(detail="the upstream broke off its answer")
-            drop = scope.get("gateway.drop_connection")
-            if drop is None or not scope.get("gateway.response_started"):
+            conn = scope.get("gateway.connection")
+            if conn is None or not scope.get("gateway.response_started"):
                 raise err from exc
             # Mid-body: the client must see a truncated response, so the connection is dropped;
             # an upstream's failure is a warning with its reason, not a server traceback.
             ctx.decision, ctx.reason = "error", err.reason
             log.warning("upstream response broke off mid-body: %s", exc,
                         extra={"request_id": ctx.request_id, "reason": err.reason})
-            drop()
+            conn.drop(scope)
         finally:
             ctx.upstream_seconds = time.perf_counter() - started
             resp.release()

@@ -17,11 +17,10 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
   which refuses it with a 4xx problem+json (and no warning per request in the server log).
-- `scope["gateway.drop_connection"]`: lets the forwarder end a response that broke mid-body (the
-  client sees the truncation) without an error-level traceback for an upstream's misbehaviour.
-- `scope["gateway.connection"]`: the forwarder registers what to cancel when the client goes away
-  (`watch`), so a lost connection aborts the upstream exchange at once, with no task or timer per
-  request to notice it.
+- `scope["gateway.connection"]` (this protocol): `drop(scope)` lets the forwarder end a response
+  that broke mid-body (the client sees the truncation) without an error-level traceback for an
+  upstream's misbehaviour; `watch(cancel)` registers what to cancel when the client goes away, so a
+  lost connection aborts the upstream exchange at once, with no task or timer per request.
 - the head deadline and the keep-alive wait are coarse deadlines (`gateway/deadlines.py`: one sweep
   timer per worker, not a loop timer per request).
 - drain: `drain()` closes idle keep-alive connections; responses already carry `Connection: close`.
@@ -70,7 +69,11 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sweep = sweep_for(self.loop)
+        sweep = sweep_for(self.loop)
+        self.sweep = sweep
+        # One of each per connection, re-armed per request: no allocation (and GC work) per request.
+        self._head_deadline = sweep.deadline(self._head_timeout)
+        self._keepalive_deadline = sweep.deadline(self.timeout_keep_alive_handler)
         self.head_timer: Deadline | None = None
         self.watching: Any = None  # what the forwarder cancels if this connection is lost
         self.in_head = False
@@ -136,7 +139,7 @@ class GatewayProtocol(HttpToolsProtocol):
     def _arm_head_timer(self) -> None:
         limits = self._limits()
         if self.head_timer is None and limits is not None:
-            self.head_timer = self.sweep.call_later(limits.header_timeout, self._head_timeout)
+            self.head_timer = self._head_deadline.later(limits.header_timeout)
 
     def _count(self, reason: str) -> None:
         metrics = getattr(self.gateway, "metrics", None)
@@ -173,9 +176,15 @@ class GatewayProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         scope = cycle.scope
-        scope["gateway.drop_connection"] = lambda: _drop(cycle)  # type: ignore[typeddict-unknown-key]
+        scope["gateway.cycle"] = cycle  # type: ignore[typeddict-unknown-key]
         scope["gateway.connection"] = self  # type: ignore[typeddict-unknown-key]
         super()._start_asgi_task(cycle, app)
+
+    @staticmethod
+    def drop(scope: Any) -> None:
+        """End the response of `scope`'s request by closing the connection (the client sees it
+        truncated), with nothing more sent or logged for it."""
+        _drop(scope["gateway.cycle"])
 
     def watch(self, cancel: Any) -> None:
         """Fire `cancel` (an object with `fire()`) if the connection is lost before `unwatch`."""
@@ -197,8 +206,8 @@ class GatewayProtocol(HttpToolsProtocol):
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
             return
-        self.timeout_keep_alive_task = self.sweep.call_later(  # type: ignore[assignment]
-            self.timeout_keep_alive, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self._keepalive_deadline.later(  # type: ignore[assignment]
+            self.timeout_keep_alive)
         if self.idle is not None:
             self.idle[self] = None  # waiting for the next request: reclaimable at the cap
 
@@ -250,8 +259,8 @@ class GatewayProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self._unset_keepalive_if_required()
-        self.timeout_keep_alive_task = self.sweep.call_later(  # type: ignore[assignment]
-            DRAIN_IDLE_GRACE - idle_for, self.timeout_keep_alive_handler)
+        self.timeout_keep_alive_task = self._keepalive_deadline.later(  # type: ignore[assignment]
+            DRAIN_IDLE_GRACE - idle_for)
 
 
 def protocol_for(gateway: Any) -> type[GatewayProtocol]:

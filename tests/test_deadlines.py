@@ -137,3 +137,45 @@ def test_each_loop_has_its_own_sweep() -> None:
     first, second = run(main()), run(main())
     assert first is not second
     assert deadlines.sweep_for(second.loop) is second
+
+
+def test_a_rearmed_deadline_fires_once_at_its_new_time() -> None:
+    async def main() -> tuple[list[float], float]:
+        loop = asyncio.get_running_loop()
+        sweep = Sweep(loop)
+        calls: list[float] = []
+        d = sweep.deadline(lambda: calls.append(loop.time()))
+        assert not d.armed and not d.fired
+        d.later(COARSE_MIN)
+        d.later(COARSE_MIN + 0.3)  # re-armed before it was due: only the new time counts
+        new_when = d.when
+        await asyncio.sleep(COARSE_MIN + 0.3 + 4 * TICK)
+        assert d.fired and not d.armed
+        d.later(0.01)  # and again after it fired, this time an exact timer
+        await asyncio.sleep(0.2)
+        return calls, new_when
+
+    calls, new_when = run(main())
+    assert len(calls) == 2 and calls[0] >= new_when
+
+
+def test_a_deadline_rearmed_by_an_earlier_callback_in_the_same_tick_waits_for_its_new_time() -> None:
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        sweep = Sweep(loop)
+        calls: list[str] = []
+        later = sweep.deadline(lambda: calls.append("later"))
+
+        def first() -> None:
+            calls.append("first")
+            later.later(COARSE_MIN + 0.5)  # was due in this very tick; now it is not
+
+        when = loop.time() + COARSE_MIN
+        sweep.call_at(when, first)
+        later.at(when)
+        await asyncio.sleep(COARSE_MIN + 4 * TICK)
+        assert calls == ["first"] and later.armed
+        later.cancel()
+        return calls
+
+    assert run(main()) == ["first"]

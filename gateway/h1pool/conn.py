@@ -66,7 +66,7 @@ class Conn(asyncio.Protocol):
         "pool", "loop", "transport", "parser", "waiter", "exc", "closed", "active", "is_head", "got_bytes",
         "interim", "headers_done", "done", "framed", "keep_alive", "status", "headers", "head_size",
         "chunks", "buffered", "read_paused", "write_paused", "timer", "idle_since", "served", "idle", "gone",
-        "head_fed", "n_headers", "slack", "sweep",
+        "head_fed", "n_headers", "slack", "deadline", "idle_deadline",
     )
 
     def __init__(self, pool: H1Pool, loop: asyncio.AbstractEventLoop) -> None:
@@ -83,7 +83,10 @@ class Conn(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.timer: Deadline | None = None
-        self.sweep = sweep_for(loop)  # deadlines: one sweep timer per loop, not one per exchange
+        # Coarse deadlines (one sweep timer per loop), one of each per connection, re-armed per exchange.
+        sweep = sweep_for(loop)
+        self.deadline = sweep.deadline(self._on_deadline)
+        self.idle_deadline = sweep.deadline(self._on_idle)
         self.idle_since = 0.0
         self.served = 0
         self._reset(False)
@@ -101,13 +104,13 @@ class Conn(asyncio.Protocol):
         self._reset(is_head)
         self.active = True
         self.parser = HttpResponseParser(self)
-        self.timer = self.sweep.call_at(deadline, self._on_deadline)
+        self.timer = self.deadline.at(deadline)
 
     async def wait(self, idle: float | None = None) -> None:
         """Sleep until the protocol has news (headers, body, drain, EOF, error, deadline); with
         `idle`, fail the exchange when nothing arrives for that long."""
         fut = self.waiter = self.loop.create_future()
-        timer = self.sweep.call_later(idle, self._on_idle) if idle is not None else None
+        timer = self.idle_deadline.later(idle) if idle is not None else None
         try:
             await fut
         finally:
