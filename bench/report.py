@@ -18,7 +18,8 @@ SWEEP_BAR = 0.9       # issue 16 (was 0.8, issue 2): gateway req/s at c=hi >= 0.
 SWEEP_P99_BAR = 3.0   # issue 16: gateway p99 at c=hi <= 3 x p99 at c=lo
 FLOOR_BAR = 0.5       # issue 2: gateway req/s >= 0.5 x Fastify floor, same run
 FULL_BAR = 1.0        # issue 16: gateway (1 worker, Redis-backed limits) req/s >= 1.0 x Fastify full
-GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noaccesslog", "gateway-baseline",
+GATEWAY_KINDS = ("gateway", "gateway-redis", "gateway-nocache", "gateway-noaccesslog", "gateway-redis-noaccesslog",
+                 "gateway-baseline",
                  "gateway-validate", "gateway-novalidate")
 
 

@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--variants", type=lambda v: [x for x in v.split(",") if x], default=["redis"],
                    help="extra one-worker gateway runs: redis (Redis-backed limits, the default), "
                         "nocache (no token cache), noaccesslog (GATEWAY_ACCESS_LOG=off: the access "
-                        "log's cost), validate (POST /v1/agents with and without body validation: "
-                        "its cost); '' for none")
+                        "log's cost), redis-noaccesslog (both), validate (POST /v1/agents with and "
+                        "without body validation: its cost); '' for none")
     p.add_argument("--gateway-redis", action="store_true",
                    help="give the gateway a private Redis (GATEWAY_REDIS_URL), as Fastify full has")
     p.add_argument("--peers", type=Path, default=Path(os.environ.get("BENCH_PEERS") or ROOT / "bench" / "peer_files"),
@@ -72,6 +72,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--baseline: {d} is not a gateway checkout (no gateway/__main__.py)")
     if not args.peers.is_dir():
         p.error(f"--peers: no directory {args.peers} (it holds nginx/*.conf and fastify/server.js)")
+    if bad := sorted(set(args.variants) - set(targets.VARIANTS)):
+        p.error(f"--variants: unknown {', '.join(bad)} (known: {', '.join(targets.VARIANTS)})")
     unknown = set(args.only) - set(KINDS)
     if unknown:
         p.error(f"--only: unknown target kind(s) {sorted(unknown)}")

@@ -65,6 +65,7 @@ class Launched:
 class Target:
     """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
     one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog |
+    gateway-redis-noaccesslog |
     gateway-validate | gateway-novalidate (POST `body` as application/json)."""
 
     label: str
@@ -205,6 +206,9 @@ def _validate_pair() -> tuple[Target, Target]:
                    workers=1, method="POST", body=AGENT_BODY))
 
 
+VARIANTS = ("redis", "nocache", "noaccesslog", "redis-noaccesslog", "validate")
+
+
 def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
                 variants: list[str] | None = None, baselines: list[Path] | None = None) -> list[Target]:
     suffix = " +redis" if gateway_redis else ""
@@ -226,6 +230,11 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         # above log every request to stdout, the default).
         *(Target("gateway w1 noaccesslog", "gateway-noaccesslog", gateway(1, access_log="off"), workers=1)
           for v in variants or [] if v == "noaccesslog"),
+        # Both: the Redis-backed row without the access log, comparable with a --baseline checkout
+        # from before the access log existed.
+        *(Target("gateway w1 +redis noaccesslog", "gateway-redis-noaccesslog",
+                 gateway(1, with_redis=True, access_log="off"), workers=1)
+          for v in variants or [] if v == "redis-noaccesslog"),
         # Edge body validation's cost: POST /v1/agents with a typical body, with the shipped policy
         # and with `validate: false` on that route, VALIDATE_ROUNDS pairs in A-B, B-A, A-B order
         # (the difference is well under 1 % of the CPU per request; one pair on a busy machine is

@@ -212,3 +212,18 @@ def test_several_baselines_are_separate_families(tmp_path: Path) -> None:
     assert parse_args(["--baseline", f"{a},{b}"]).baseline == [a, b]
     with pytest.raises(SystemExit):
         parse_args(["--baseline", f"{a},{tmp_path / 'nope'}"])
+
+
+def test_the_redis_row_without_the_access_log_and_unknown_variants() -> None:
+    """`--variants redis-noaccesslog`: the Redis-backed one-worker row with GATEWAY_ACCESS_LOG=off
+    (comparable with a baseline from before the access log); a misspelt variant is refused, not
+    silently measured as nothing."""
+    from bench.run import parse_args
+
+    rows = [t for t in targets.all_targets([1], False, True, ["redis-noaccesslog"]) if t.kind.startswith("gateway-")]
+    assert [(t.label, t.kind, t.workers) for t in rows] == [
+        ("gateway w1 +redis noaccesslog", "gateway-redis-noaccesslog", 1)]
+    assert report.is_gateway("gateway-redis-noaccesslog")
+    assert parse_args(["--variants", "redis,redis-noaccesslog"]).variants == ["redis", "redis-noaccesslog"]
+    with pytest.raises(SystemExit):
+        parse_args(["--variants", "redis,noacceslog"])
