@@ -148,10 +148,11 @@ def policy_copy(src: Path, dest: Path, *, cache_size: int | None = None,
 
 def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = True,
             checkout: Path | None = None, access_log: str | None = None, validate: bool = True,
-            path: str = PUBLIC_PATH) -> Callable[[Bench], Launched]:
+            path: str = PUBLIC_PATH, extra_env: dict[str, str] | None = None) -> Callable[[Bench], Launched]:
     """`checkout`: run the gateway code of another checkout (a before/after in one run), with
     this checkout's Python environment and that checkout's own policy. `validate=False`: the
-    POST route's body validation off (`validate: false` in a policy copy). `path`: what to load."""
+    POST route's body validation off (`validate: false` in a policy copy). `path`: what to load.
+    `extra_env`: set in the gateway's environment after everything else."""
 
     def policy_dir(b: Bench) -> Path:
         # Another checkout runs with its own policy: an older gateway refuses keys it does not know.
@@ -178,6 +179,7 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
         })
         if access_log is not None:
             env["GATEWAY_ACCESS_LOG"] = access_log
+        env.update(extra_env or {})  # bench.ab --env: set last, so it can change any of the above
         if b.gateway_redis if with_redis is None else with_redis:
             redis, redis_url = peers.start_redis(b.procs, b.work, f"redis-gateway-w{workers}")
             started.append(redis)

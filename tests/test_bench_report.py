@@ -227,3 +227,30 @@ def test_the_redis_row_without_the_access_log_and_unknown_variants() -> None:
     assert parse_args(["--variants", "redis,redis-noaccesslog"]).variants == ["redis", "redis-noaccesslog"]
     with pytest.raises(SystemExit):
         parse_args(["--variants", "redis,noacceslog"])
+
+
+def test_ab_arguments_and_summary(tmp_path: Path) -> None:
+    """`python -m bench.ab`: checkouts must be gateway checkouts; `--env` goes to one side or all;
+    the summary gives each side's medians and its CPU ratio to the first side."""
+    from bench.ab import Sample, parse_args, summary
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        (d / "gateway").mkdir(parents=True)
+        (d / "gateway" / "__main__.py").write_text("")
+    args = parse_args([str(a), str(b), "--env", "2:GATEWAY_ACCESS_LOG=off", "--env", "X=1=2", "-n", "5"])
+    assert args.rounds == 5
+    assert args.side_env == [{"X": "1=2"}, {"GATEWAY_ACCESS_LOG": "off", "X": "1=2"}]
+    for bad in (["--env", "3:X=1"], ["--env", "no-equals"], ["--env", "1:=v"], ["-n", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args([str(a), str(b), *bad])
+    with pytest.raises(SystemExit):
+        parse_args([str(a), str(tmp_path / "nope")])
+    lines = summary(["1:a", "2:b", "3:c"], [
+        [Sample(100, 200, 5.0), Sample(120, 220, 6.0), Sample(90, 180, 4.0)],
+        [Sample(110, 100, 3.0)],
+        [],
+    ])
+    assert lines[0] == "1:a: median 100 req/s, 200 us CPU/req, p99 5.00 ms over 3 run(s)  cpu x 1.000 of the first"
+    assert lines[1].endswith("cpu x 0.500 of the first")
+    assert lines[2] == "3:c: no run completed"
