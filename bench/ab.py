@@ -20,10 +20,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import gwstats, peers, targets, tokens, wrk
-from bench.procs import Procs, StartError, raise_on_sigterm
+from bench import gwstats, peers, targets, wrk
+from bench.procs import StartError
+from bench.run import ROOT, prepare, write_tokens
 
-ROOT = Path(__file__).resolve().parent.parent
 _ENV = re.compile(r"^(?:(\d+):)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
 
 
@@ -81,19 +81,15 @@ def summary(labels: list[str], samples: list[list[Sample]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if reason := peers.missing("wrk"):
-        print(f"skipped: {reason}; nothing can be measured", file=sys.stderr)
+    b = prepare(args.peers)
+    if b is None:
         return 2
-    work = ROOT / ".bench"
-    procs = Procs(work / "logs")
-    raise_on_sigterm()
-    b = targets.Bench(procs, ROOT, args.peers.resolve(), work, tokens.BENCH_SECRET)
+    procs = b.procs
     labels = [f"{i + 1}:{d}" for i, d in enumerate(args.checkouts)]
     samples: list[list[Sample]] = [[] for _ in args.checkouts]
     try:
-        minted = tokens.mint(5000)
-        script, tokens_file = wrk.write_script(work, minted)
-        upstream, _ = peers.start_upstream(procs, b.peers_dir, work)
+        _, script, tokens_file = write_tokens(b, 5000)
+        upstream, _ = peers.start_upstream(procs, b.peers_dir, b.work)
         b.upstream_port = upstream.port or 0
         for rnd in range(args.rounds):
             for i, checkout in enumerate(args.checkouts):

@@ -154,20 +154,34 @@ def in_process_validation_cost() -> str:
     return "\n".join([head, *(f"  {line}" for line in keep)])
 
 
-def main(argv: list[str] | None = None) -> int:
-    began = time.monotonic()
-    args = parse_args(argv)
+def prepare(peers_dir: Path, gateway_redis: bool = False) -> targets.Bench | None:
+    """What every bench run sets up first: wrk present (else None, after saying why), the work
+    directory `.bench/` with its process registry (all stopped on SIGTERM), the shared Bench."""
     if reason := peers.missing("wrk"):
         print(f"skipped: {reason}; nothing can be measured", file=sys.stderr)
-        return 2
+        return None
     work = ROOT / ".bench"
     procs = Procs(work / "logs")
     raise_on_sigterm()
-    b = targets.Bench(procs, ROOT, args.peers.resolve(), work, tokens.BENCH_SECRET,
-                      gateway_redis=args.gateway_redis)
+    return targets.Bench(procs, ROOT, peers_dir.resolve(), work, tokens.BENCH_SECRET, gateway_redis=gateway_redis)
+
+
+def write_tokens(b: targets.Bench, count: int) -> tuple[list[str], Path, Path]:
+    """`count` users' tokens, and the wrk script and tokens file that cycle through them."""
+    minted = tokens.mint(count)
+    script, tokens_file = wrk.write_script(b.work, minted)
+    return minted, script, tokens_file
+
+
+def main(argv: list[str] | None = None) -> int:
+    began = time.monotonic()
+    args = parse_args(argv)
+    b = prepare(args.peers, args.gateway_redis)
+    if b is None:
+        return 2
+    work, procs = b.work, b.procs
     try:
-        minted = tokens.mint(args.tokens)
-        script, tokens_file = wrk.write_script(work, minted)
+        minted, script, tokens_file = write_tokens(b, args.tokens)
         if {"floor", "full"} & set(args.only):
             try:
                 b.fastify_dir = peers.prepare_fastify(b.peers_dir, work)

@@ -96,38 +96,6 @@ class _Clock:
 
 def encode_line(entry: tuple[Any, ...], clock: Callable[[float], str]) -> bytes:
     """The line of one entry as `AccessLog.__call__` captured it (field order of the docstring)."""
-    try:
-        return _encode_typical(entry, clock)
-    except (TypeError, ValueError):  # a field of an unexpected type: the general encoder
-        return _encode_any(entry, clock)
-
-
-def _encode_typical(entry: tuple[Any, ...], clock: Callable[[float], str]) -> bytes:
-    """`_encode_any` for the field types a request produces (str or None, int, finite float),
-    without a Python call per field (timeit: ~3.7 -> ~2.9-3.1 µs a line); any other type raises
-    TypeError or ValueError."""
-    (t, duration, rid, trace_id, route, method, status, decision, reason, upstream, ip, org, sub,
-     bytes_in, bytes_out, ua, client_rid) = entry
-    e, n, r = _escape, "null", float.__repr__
-    if not (math.isfinite(duration) and (upstream is None or math.isfinite(upstream))):
-        raise ValueError("not finite")
-    if status.__class__ is not int or bytes_in.__class__ is not int or bytes_out.__class__ is not int:
-        raise TypeError("not an int")  # a bool, say: JSON true, not 1
-    line = (f'{{"type":"access","time":"{clock(t)}","request_id":{e(rid)},'
-            f'"trace_id":{n if trace_id is None else e(trace_id)},"route":{n if route is None else e(route)},'
-            f'"method":{n if method is None else e(method)},"status":{int.__repr__(status)},'
-            f'"decision":{n if decision is None else e(decision)},"reason":{n if reason is None else e(reason)},'
-            f'"duration_ms":{r(round(duration * 1000, 3))},'
-            f'"upstream_ms":{n if upstream is None else r(round(upstream * 1000, 3))},'
-            f'"client_ip":{e(ip)},"org":{n if org is None else e(org)},"sub":{n if sub is None else e(sub)},'
-            f'"bytes_in":{int.__repr__(bytes_in)},"bytes_out":{int.__repr__(bytes_out)},'
-            f'"user_agent":{n if ua is None else e(ua)}')
-    if client_rid is not None:
-        line += f',"client_request_id":{e(client_rid)}'
-    return (line + "}\n").encode()
-
-
-def _encode_any(entry: tuple[Any, ...], clock: Callable[[float], str]) -> bytes:
     (t, duration, rid, trace_id, route, method, status, decision, reason, upstream, ip, org, sub,
      bytes_in, bytes_out, ua, client_rid) = entry
     j = _json

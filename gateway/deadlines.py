@@ -75,7 +75,7 @@ class Deadline:
 class Sweep:
     """The deadlines of one event loop (`sweep_for(loop)`)."""
 
-    __slots__ = ("loop", "pending", "handle", "__weakref__")
+    __slots__ = ("loop", "pending", "handle")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop

@@ -70,7 +70,6 @@ class GatewayProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         sweep = sweep_for(self.loop)
-        self.sweep = sweep
         # One of each per connection, re-armed per request: no allocation (and GC work) per request.
         self._head_deadline = sweep.deadline(self._head_timeout)
         self._keepalive_deadline = sweep.deadline(self.timeout_keep_alive_handler)

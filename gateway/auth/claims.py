@@ -19,20 +19,12 @@ def split_claim_path(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
-_PATHS: dict[str, tuple[str, ...]] = {}  # split_claim_path without the lru_cache call (7 reads a request)
-
-
 def claim_at(claims: Mapping[str, Any] | None, path: str) -> Any:
     """Value at a dotted claim path (`org_id`, `app_metadata.org_id`), or None."""
     node: Any = claims
     if not node:
         return None
-    names = _PATHS.get(path)
-    if names is None:
-        names = split_claim_path(path)
-        if len(_PATHS) < 256:  # paths come from the policy: a handful
-            _PATHS[path] = names
-    for name in names:
+    for name in split_claim_path(path):
         # `dict` first: the ABC check alone costs more than the rest of the walk (7 reads a request)
         if node.__class__ is not dict and not isinstance(node, Mapping):
             return None
@@ -46,7 +38,7 @@ def claim_text(claims: Mapping[str, Any] | None, path: str) -> str | None:
     """The claim as an identifier: a non-blank string, or an integer written out (some IdPs emit
     numeric org ids); None for anything else (missing, null, bool, list, object, blank)."""
     value = claim_at(claims, path)
-    if value.__class__ is str or isinstance(value, str):
+    if isinstance(value, str):
         return value if value.strip() else None
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)

@@ -180,7 +180,7 @@ class RateLimiter:
             if store.local and not self.backend.in_process:
                 await self._seed_local(store, policy, ids)
             worst: tuple[Any, ...] = ()
-            batched = await _fixed_window_batch(store, items, ids) if fixed else None
+            batched = await _fixed_window_batch(store, items, policy.resp_templates, ids) if fixed else None
             for idx, item in enumerate(items):
                 if batched is not None:
                     count, ttl = batched[idx]
@@ -262,7 +262,8 @@ def _bound_memory(backend: Backend, max_keys: int, hook: Callable[[str, int], No
         local.on_evict = lambda n: hook("fallback", n)
 
 
-async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) -> list[tuple[int, int]] | None:
+async def _fixed_window_batch(store: Store, items: Any, templates: tuple[tuple[str, str, bytes], ...],
+                              ids: tuple[str, ...]) -> list[tuple[int, int]] | None:
     """Every fixed-window item of a request in one step.
 
     Redis: ONE round trip, MULTI; SET key 0 EX w NX; INCR key; TTL key; ... EXEC — the same keys
@@ -285,7 +286,7 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
     if store.resp is not None:
         # ~12 us of CPU per batch against ~107 us through redis-py (tests/ratelimit/bench_resp.py),
         # less again with each item's three commands filled into a template in one format.
-        payload = fixed_window_payload(bridge.key_prefix, items, ids)
+        payload = fixed_window_payload(bridge.key_prefix, templates, ids)
         results = await store.resp.execute_encoded(payload, 3 * len(items))
         for r in results:
             if isinstance(r, RespError):  # e.g. WRONGTYPE: a storage error, as redis-py raises it
@@ -302,39 +303,13 @@ async def _fixed_window_batch(store: Store, items: Any, ids: tuple[str, ...]) ->
 
 
 
-_TEMPLATES: dict[tuple[int, str], tuple[Any, list[tuple[str, str, bytes]]]] = {}
-
-
-def _resp_templates(prefix: str, items: Any) -> list[tuple[str, str, bytes]]:
-    """Per fixed-window item: the key around the request's identifiers, and its three commands
-    (`SET key 0 EX <window> NX`, `INCR key`, `TTL key`) RESP-encoded with the key left as
-    `$<len>\r\n<key>` holes. The key is `limits`' (`prefix:namespace/ids.../amount/multiples/
-    GRANULARITY`), as `bridge.prefixed_key(item.key_for(*ids))` builds it; cached per items tuple."""
-    cache_key = (id(items), prefix)
-    hit = _TEMPLATES.get(cache_key)
-    if hit is not None and hit[0] is items:
-        return hit[1]
-    out = []
-    for item in items:
-        probe = item.key_for("\0")
-        head, tail = probe.split("\0")
-        window = b"%d" % item.get_expiry()
-        tmpl = (b"*6\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\n0\r\n$2\r\nEX\r\n$" + b"%d" % len(window)
-                + b"\r\n" + window + b"\r\n$2\r\nNX\r\n"
-                + b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n*2\r\n$3\r\nTTL\r\n$%d\r\n%s\r\n")
-        out.append((f"{prefix}:{head}", tail, tmpl))
-    if len(_TEMPLATES) > 1024:  # one entry per compiled policy and store: reloads only
-        _TEMPLATES.clear()
-    _TEMPLATES[cache_key] = (items, out)
-    return out
-
-
-def fixed_window_payload(prefix: str, items: Any, ids: tuple[str, ...]) -> bytes:
-    """The RESP bytes of `SET key 0 EX <window> NX; INCR key; TTL key` for each item."""
+def fixed_window_payload(prefix: str, templates: tuple[tuple[str, str, bytes], ...], ids: tuple[str, ...]) -> bytes:
+    """The RESP bytes of `SET key 0 EX <window> NX; INCR key; TTL key` for each item, from the
+    templates compiled with the policy (`CompiledRateLimit.resp_templates`)."""
     joined = "/".join(ids)
     out = []
-    for head, tail, tmpl in _resp_templates(prefix, items):
-        key = (head + joined + tail).encode()
+    for head, tail, tmpl in templates:
+        key = f"{prefix}:{head}{joined}{tail}".encode()
         n = len(key)
         out.append(tmpl % (n, key, n, key, n, key))
     return b"".join(out)

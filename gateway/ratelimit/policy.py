@@ -137,6 +137,24 @@ class CompiledRateLimit:
     # Keyed by the client address alone: applied before the body is read and before any token or
     # signature work (the address is known then; `sub` and `org` are not).
     by_address: bool = False
+    # Fixed window on the lean Redis client: per item, the key around the request's identifiers
+    # and the item's three commands as RESP with holes for the key (`resp_templates`).
+    resp_templates: tuple[tuple[str, str, bytes], ...] = ()
+
+
+def resp_templates(items: tuple[RateLimitItem, ...]) -> tuple[tuple[str, str, bytes], ...]:
+    """Per item: (`namespace/`, `/amount/multiples/GRANULARITY`, the RESP of `SET key 0 EX <window>
+    NX`, `INCR key`, `TTL key` with `$<len>\r\n<key>` holes), so that `limits`' key
+    `prefix:` + `item.key_for(*ids)` and the commands take one format per item on the request path."""
+    out = []
+    for item in items:
+        head, tail = item.key_for("\0").split("\0")
+        window = b"%d" % item.get_expiry()
+        tmpl = (b"*6\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$1\r\n0\r\n$2\r\nEX\r\n$" + b"%d" % len(window)
+                + b"\r\n" + window + b"\r\n$2\r\nNX\r\n"
+                + b"*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n*2\r\n$3\r\nTTL\r\n$%d\r\n%s\r\n")
+        out.append((head, tail, tmpl))
+    return tuple(out)
 
 
 def _sf_name(text: str) -> str:
@@ -171,4 +189,5 @@ def compile_policy(policy: RateLimitPolicy, name: str, replicas: int = 1) -> Com
         policy_header=header(items),
         local_policy_header=header(local),
         by_address=policy.key_parts() == ("ip",),
+        resp_templates=resp_templates(items) if policy.strategy == "fixed-window" else (),
     )

@@ -140,3 +140,56 @@ def test_client_leaving_before_the_answer_aborts_the_upstream(rig: tuple[Proc, R
     assert script.closed_after.get("hang") is not None
     assert time.monotonic() - left < 10
     assert "Traceback" not in gw.log()
+
+
+async def test_under_another_asgi_server_http_disconnect_aborts_the_upstream() -> None:
+    """Without the gateway's protocol in the scope (another ASGI server), the forwarder watches
+    `receive()`: an `http.disconnect` aborts the upstream exchange and closes that connection."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gateway.context import RequestContext
+    from gateway.forwarder import Forwarder
+    from gateway.pipeline.bodylimit import ClientDisconnected
+
+    closed = asyncio.Event()
+
+    async def silent_upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)  # the request; never answered
+        await reader.read()  # EOF: the gateway closed the connection
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(silent_upstream, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    policy = SimpleNamespace(
+        upstream=SimpleNamespace(url=f"http://127.0.0.1:{port}", pool_wait=1.0),
+        limits=SimpleNamespace(max_in_flight_per_org=8), sections={})
+    route = SimpleNamespace(forward_token=False, request_buffering=True, connect_timeout=2.0,
+                            total_timeout=30.0, stream_idle_timeout=30.0)
+    ctx = RequestContext("r" * 24, "203.0.113.9", policy)  # type: ignore[arg-type]
+    ctx.route, ctx.upstream_path, ctx.query_string = route, "/hang", b""
+    scope = {"type": "http", "method": "GET", "headers": [(b"host", b"gw")], "gateway": ctx}
+    left = asyncio.Event()
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        await left.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        raise AssertionError(f"nothing is sent to a client that left: {message}")
+
+    fwd = Forwarder()
+    await fwd.start()
+    try:
+        task = asyncio.ensure_future(fwd(scope, receive, send))
+        await asyncio.sleep(0.3)  # the request is with the upstream, waiting
+        assert not task.done()
+        left.set()
+        with pytest.raises(ClientDisconnected):
+            await asyncio.wait_for(task, 2)
+        await asyncio.wait_for(closed.wait(), 2)
+        assert fwd.share.counts == {}  # its fair-share slot was given back
+    finally:
+        await fwd.close()
+        server.close()

@@ -238,7 +238,7 @@ def test_fixed_window_resp_templates_encode_what_the_generic_encoder_does(limits
     """The hot path fills a per-item template; the bytes must be exactly `encode` of the commands
     with `limits`' own keys (bridge.prefixed_key(item.key_for(*ids)))."""
     from gateway.ratelimit import RateLimitPolicy, compile_policy
-    from gateway.ratelimit.limiter import _resp_templates, fixed_window_payload, identifiers
+    from gateway.ratelimit.limiter import fixed_window_payload, identifiers
     from gateway.ratelimit.resp import encode
 
     policy = compile_policy(RateLimitPolicy(limits=limits, key="sub", strategy="fixed-window"), "tmpl", 1)
@@ -248,5 +248,5 @@ def test_fixed_window_resp_templates_encode_what_the_generic_encoder_does(limits
     for item in policy.items:
         key = f"{prefix}:{item.key_for(*ids)}"
         expected += [(b"SET", key, b"0", b"EX", item.get_expiry(), b"NX"), (b"INCR", key), (b"TTL", key)]
-    assert fixed_window_payload(prefix, policy.items, ids) == b"".join(encode(expected))
-    assert _resp_templates(prefix, policy.items) is _resp_templates(prefix, policy.items)  # cached
+    assert len(policy.resp_templates) == len(policy.items)  # compiled with the policy
+    assert fixed_window_payload(prefix, policy.resp_templates, ids) == b"".join(encode(expected))
