@@ -158,6 +158,21 @@ class Report:
                          "Figures are NOT comparable with the published ones.")
         return "\n".join(lines)
 
+    def pipeline_cost(self) -> str | None:
+        """The line under the table when the core row ran (`bench/corefloor.py`): how much of each
+        one-worker gateway row's CPU per request the pipeline adds to the bare server core."""
+        core = self.find("core", self.conns, 1)
+        if core is None or core.cpu_us is None or core.flagged:
+            return None
+        parts = [f"{r.label} {r.cpu_us:,.0f} - core {core.cpu_us:,.0f} = {r.cpu_us - core.cpu_us:,.0f} µs "
+                 f"({(r.cpu_us - core.cpu_us) / r.cpu_us:.0%} of its CPU)"
+                 for r in self.rows
+                 if r.kind in ("gateway", "gateway-redis") and r.workers == 1 and r.conns == self.conns
+                 and r.result is not None and r.cpu_us and not r.flagged]
+        if not parts:
+            return None
+        return f"pipeline cost per request (c{self.conns}, gateway CPU minus the server core's): " + "; ".join(parts)
+
     def _cpu(self, kind: str) -> tuple[list[float], bool]:
         """The CPU per request of every run of `kind` at the table's concurrency, and whether any
         run of it was flagged (an answer other than 2xx: a refused body is not validated)."""

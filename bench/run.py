@@ -4,7 +4,8 @@ Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and
 the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway
 (in-process limits, and with Redis-backed limits as Fastify full has) is also measured across the
 concurrency sweep. For every gateway run the table adds its CPU per request and its event-loop
-lag. Then the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started
+lag. The row `core uvicorn+h1pool` (`bench/corefloor.py`) is the gateway's server core and
+upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started
 here is stopped on exit, Ctrl-C included. A full run takes about 3 minutes; `--quick` about 1.
 
 The peers (nginx configs, the Fastify peer) are read from bench/peer_files/ unless `--peers DIR`
@@ -24,7 +25,7 @@ from bench import gwstats, peers, report, targets, tokens, wrk
 from bench.procs import Procs, StartError, raise_on_sigterm
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("upstream", "nginx", "floor", "full", "gateway")
+KINDS = ("upstream", "nginx", "floor", "full", "core", "gateway")
 
 
 def _ints(text: str) -> list[int]:
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.stop_all()
     print()
     print(out.table(args.sweep))
+    if (cost := out.pipeline_cost()) is not None:
+        print(cost)
     if (cost := out.validation_cost()) is not None:
         print(cost)
         print(in_process_validation_cost())

@@ -63,7 +63,7 @@ class Launched:
 
 @dataclass(frozen=True)
 class Target:
-    """One row family of the table: `kind` is upstream | nginx | floor | full | gateway, or a
+    """One row family of the table: `kind` is upstream | nginx | floor | full | core | gateway, or a
     one-worker gateway variant: gateway-redis | gateway-nocache | gateway-noaccesslog |
     gateway-redis-noaccesslog |
     gateway-validate | gateway-novalidate (POST `body` as application/json)."""
@@ -100,6 +100,19 @@ def _fastify(b: Bench, variant: str, extra_env: dict[str, str]) -> Proc:
            "NODE_ENV": "production", **extra_env}
     return b.procs.start(f"fastify-{variant}", ["node", "server.js", variant], env=env,
                          cwd=b.fastify_dir, port=port)
+
+
+def core_floor(b: Bench) -> Launched:
+    """`bench/corefloor.py`: uvicorn and the gateway's upstream pool with no policy, one worker."""
+    port = free_port()
+    python = b.root / ".venv" / "bin" / "python"
+    argv = [str(python if python.exists() else sys.executable), "-m", "uvicorn", "bench.corefloor:app",
+            "--host", LOOPBACK, "--port", str(port), "--loop", "uvloop", "--http", "httptools",
+            "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env["BENCH_UPSTREAM"] = f"http://{LOOPBACK}:{b.upstream_port}"
+    proc = b.procs.start("core-floor", argv, env=env, cwd=b.root, port=port)
+    return Launched(_url(proc.port or 0), [proc], gateway_pid=proc.popen.pid)
 
 
 def fastify_floor(b: Bench) -> Launched:
@@ -220,6 +233,9 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         Target("nginx proxy_pass", "nginx", nginx_proxy),
         Target("fastify floor", "floor", fastify_floor),
         Target("fastify full", "full", fastify_full),
+        # The gateway's server core and upstream pool with no policy (bench/corefloor.py): the
+        # distance from here to the gateway rows is what the pipeline costs.
+        Target("core uvicorn+h1pool", "core", core_floor, workers=1),
         *(Target(f"gateway w{w}{suffix}", "gateway", gateway(w), workers=w, sweep=True) for w in workers),
         # One-worker variants that isolate one cost each: Redis-backed rate limits and webhook
         # state (the fair comparison with Fastify full, which limits through Redis too), and the

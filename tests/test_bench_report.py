@@ -254,3 +254,39 @@ def test_ab_arguments_and_summary(tmp_path: Path) -> None:
     assert lines[0] == "1:a: median 100 req/s, 200 us CPU/req, p99 5.00 ms over 3 run(s)  cpu x 1.000 of the first"
     assert lines[1].endswith("cpu x 0.500 of the first")
     assert lines[2] == "3:c: no run completed"
+
+
+def test_pipeline_cost_is_the_gateway_cpu_minus_the_core_rows() -> None:
+    core = _row("core", 32, 22000, 3.0)
+    core.cpu_us = 40.0
+    gw, redis = _row("gateway", 32, 6000, 12.0), _row("gateway-redis", 32, 5500, 13.0)
+    gw.cpu_us, redis.cpu_us = 150.0, 160.0
+    sweep = _row("gateway", 8, 6000, 5.0)
+    sweep.cpu_us = 999.0  # another concurrency: not the table's, not counted
+    line = report.Report(32, 8, True, [core, gw, redis, sweep]).pipeline_cost()
+    assert line is not None
+    assert "gateway w1 150 - core 40 = 110 µs (73% of its CPU)" in line
+    assert "gateway-redis w1 160 - core 40 = 120 µs (75% of its CPU)" in line
+    assert "999" not in line
+
+
+def test_no_pipeline_cost_without_a_clean_core_row() -> None:
+    gw = _row("gateway", 32, 6000, 12.0)
+    gw.cpu_us = 150.0
+    assert report.Report(32, 8, True, [gw]).pipeline_cost() is None
+    core = _row("core", 32, 22000, 3.0, non_2xx=5)  # answered errors: says nothing of a proxy
+    core.cpu_us = 40.0
+    assert report.Report(32, 8, True, [core, gw]).pipeline_cost() is None
+    clean = _row("core", 32, 22000, 3.0)
+    clean.cpu_us = 40.0
+    assert report.Report(32, 8, True, [clean]).pipeline_cost() is None  # no gateway row to compare
+
+
+def test_the_core_row_runs_by_default_between_the_peers_and_the_gateway() -> None:
+    from bench.run import parse_args
+
+    assert "core" in parse_args([]).only
+    assert parse_args(["--only", "core,gateway"]).only == ["core", "gateway"]
+    kinds = [t.kind for t in targets.all_targets([1], False, True)]
+    assert kinds.index("full") < kinds.index("core") < kinds.index("gateway")
+    assert not report.is_gateway("core")  # no sweep, no bars: a measuring stick
