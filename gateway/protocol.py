@@ -11,8 +11,11 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   it runs out); with none idle, the new connection is closed at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
   uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
-  response's request id, reason `request.invalid`, path `(unparsed)`, and the peer's address: no
-  X-Forwarded-For is read from a request that did not parse, so behind a proxy it is the proxy's).
+  response's request id, reason `request.invalid`, path `(unparsed)`, the method only if the parser
+  read one, and the peer's address: no X-Forwarded-For is read from a request that did not parse,
+  so behind a proxy it is the proxy's). Each also gets its access-log line (no route, no user
+  agent), and uvicorn's warning per malformed request is dropped: a client cannot fill the server
+  log with them.
 - every refusal made here is counted in `gateway_protocol_refusals_total{reason}` (the pipeline's
   own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
@@ -29,6 +32,7 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from os import urandom
 from typing import Any
@@ -36,6 +40,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from gateway.audit.records import request_record
+from gateway.context import RequestContext
 from gateway.deadlines import Deadline, sweep_for
 from gateway.errors import BadRequest, GatewayError, HeaderTimeout
 
@@ -216,24 +221,45 @@ class GatewayProtocol(HttpToolsProtocol):
         self.transport.write(problem_bytes(err, rid))
         self.transport.close()
         self._count(err.reason)
-        self._audit(rid, err)
+        method = self._parsed_method()
+        self._audit(rid, err, method)
+        self._access(rid, err, method)
 
-    def _audit(self, rid: str, err: GatewayError) -> None:
+    def _parsed_method(self) -> str | None:
+        """The refused request's method, if the parser read one. llhttp reports method 0 (DELETE)
+        before it has read any, so a method counts only once the target after it began to arrive
+        (uvicorn's `on_url`, which `on_message_begin` resets for every message)."""
+        if not getattr(self, "url", None):
+            return None
+        try:
+            return str(self.parser.get_method().decode("ascii"))  # only a method httptools knows
+        except Exception:
+            return None
+
+    def _audit(self, rid: str, err: GatewayError, method: str | None) -> None:
         """The audit record of a refusal the pipeline never saw (no route, no identity, no path)."""
         audit = getattr(self.gateway, "audit", None)
         if audit is None:
             return
-        try:
-            method = self.parser.get_method().decode("ascii")  # only a method httptools knows
-        except Exception:
-            method = "-"
         started = self.head_started
         audit.submit(request_record(
             request_id=rid, sub=None, org=None, client_ip=self.client[0] if self.client else "-",
-            method=method, route_id=None, path="(unparsed)", status=err.status, decision="deny",
+            method=method or "-", route_id=None, path="(unparsed)", status=err.status, decision="deny",
             reason=err.reason,
             duration_ms=(time.perf_counter() - started) * 1000 if started is not None else 0.0,
         ))
+
+    def _access(self, rid: str, err: GatewayError, method: str | None) -> None:
+        """The access-log line of the same refusal: one line per request, parsed or not (no route,
+        no user agent: nothing of an unparsed head is logged)."""
+        access_log = getattr(self.gateway, "access_log", None)
+        if access_log is None or not access_log.enabled:
+            return
+        ctx = RequestContext(rid, self.client[0] if self.client else "-", self.gateway.policy)
+        if self.head_started is not None:
+            ctx.started = self.head_started
+        ctx.status, ctx.decision, ctx.reason = err.status, "deny", err.reason
+        access_log({"headers": [], "method": method}, ctx)
 
     def _unsupported_upgrade_warning(self) -> None:
         pass  # the pipeline refuses the upgrade (request.upgrade_not_allowed) and records it
@@ -262,6 +288,19 @@ class GatewayProtocol(HttpToolsProtocol):
             DRAIN_IDLE_GRACE - idle_for)
 
 
+class _ParserRefusalWarning(logging.Filter):
+    """Drops uvicorn's warning for each malformed request: every one is already counted, audited
+    and access-logged above, so the warning only let a client write to the server log at will."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != PARSER_WARNING
+
+
+PARSER_WARNING = "Invalid HTTP request received."  # uvicorn's, as httptools_impl logs it
+_PARSER_FILTER = _ParserRefusalWarning()
+
+
 def protocol_for(gateway: Any) -> type[GatewayProtocol]:
     """A protocol class bound to this worker's gateway (its live policy limits, metrics, audit log)."""
+    logging.getLogger("uvicorn.error").addFilter(_PARSER_FILTER)  # idempotent: a filter is kept once
     return type("BoundGatewayProtocol", (GatewayProtocol,), {"gateway": gateway, "idle": {}})

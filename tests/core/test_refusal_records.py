@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.protocol import PARSER_WARNING
 from tests.support.gateway_proc import Proc, echo_upstream, gateway, write_policy
 from tests.support.procs import wait_port
 from tests.support.rawhttp import RawResponse, raw_request, read_response
@@ -46,9 +47,15 @@ def metrics_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory, audit_log: Path, metrics_dir: Path) -> Iterator[Proc]:
+def access_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("refusal-access") / "access.log"
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory, audit_log: Path, access_log: Path,
+       metrics_dir: Path) -> Iterator[Proc]:
     d = write_policy(Path(tmp_path_factory.mktemp("refusals")), gateway=POLICY)
-    env = {"GATEWAY_WORKERS": "2", "GATEWAY_AUDIT_LOG": str(audit_log), "GATEWAY_ACCESS_LOG": "off",
+    env = {"GATEWAY_WORKERS": "2", "GATEWAY_AUDIT_LOG": str(audit_log), "GATEWAY_ACCESS_LOG": str(access_log),
            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     with echo_upstream() as up, gateway(d, up.url, env) as g:
         wait_port(g.admin_port, timeout=60)  # type: ignore[attr-defined]
@@ -102,6 +109,9 @@ def audit_record(audit_log: Path, request_id: str) -> dict[str, Any]:
     return rec  # type: ignore[no-any-return]
 
 
+access_line = audit_record  # the access log is JSON lines with a request_id too
+
+
 def problem(resp: RawResponse, status: int, reason: str) -> str:
     assert resp.status == status, resp.body
     assert resp.header("content-type") == "application/problem+json"
@@ -149,20 +159,34 @@ def test_host_and_framing_denials_are_audited_and_counted(gw: Proc, audit_log: P
     counted(gw, "gateway_denials_total", before + 1, route="none", reason=reason)
 
 
-@pytest.mark.parametrize("request_bytes", [
-    pytest.param(b"GET /v1/echo HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n", id="space_in_name"),
-    pytest.param(b"\x16\x03\x01\x02\x00junk\r\n\r\n", id="tls_hello"),
+@pytest.mark.parametrize(("request_bytes", "method"), [
+    pytest.param(b"GET /v1/echo HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n", "GET", id="space_in_name"),
+    pytest.param(b"\x16\x03\x01\x02\x00junk\r\n\r\n", "-", id="tls_hello"),
     pytest.param(b"GET /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                 id="two_lengths"),
+                 "GET", id="two_lengths"),
+    # llhttp reports method 0, DELETE, for a method it never read: the record must not say DELETE.
+    pytest.param(b"BAD\x01 REQUEST\r\n\r\n", "-", id="no_method"),
+    pytest.param(b"POST /v1/\x01echo HTTP/1.1\r\nHost: gw\r\n\r\n", None, id="bad_target"),
 ])
-def test_a_parser_refusal_is_audited_and_counted(gw: Proc, audit_log: Path, request_bytes: bytes) -> None:
+def test_a_parser_refusal_is_audited_access_logged_and_counted(gw: Proc, audit_log: Path, access_log: Path,
+                                                               request_bytes: bytes, method: str | None) -> None:
     before = counter(gw, "gateway_protocol_refusals_total", reason="request.invalid")
     rid = problem(exchange(gw, request_bytes), 400, "request.invalid")
     rec = audit_record(audit_log, rid)
     assert (rec["reason"], rec["status"], rec["decision"]) == ("request.invalid", 400, "deny")
     assert rec["route_id"] is None and rec["path"] == "(unparsed)"  # the raw target is never written
     assert rec["client_ip"] == "127.0.0.1"
+    if method is not None:
+        assert rec["method"] == method
+    else:  # the target broke off: POST if the parser had begun reading it, never another method
+        assert rec["method"] in ("POST", "-")
+    line = access_line(access_log, rid)
+    assert (line["type"], line["status"], line["decision"], line["reason"]) == ("access", 400, "deny", "request.invalid")
+    assert (line["route"], line["user_agent"], line["org"], line["sub"]) == (None, None, None, None)
+    assert line["method"] == (None if rec["method"] == "-" else rec["method"])
+    assert line["client_ip"] == "127.0.0.1" and line["duration_ms"] >= 0
     counted(gw, "gateway_protocol_refusals_total", before + 1, reason="request.invalid")
+    assert PARSER_WARNING not in gw.log()  # counted, audited and logged: no server-log line per refusal
 
 
 def per_worker(metrics_dir: Path, reason: str) -> dict[str, float]:
@@ -257,3 +281,23 @@ def test_refusals_log_no_errors(gw: Proc) -> None:
     log = gw.log()
     assert "Traceback" not in log
     assert '"level": "error"' not in log and '"level":"error"' not in log
+
+
+def test_only_uvicorns_parser_warning_is_dropped_from_the_server_log() -> None:
+    import logging
+
+    from gateway.protocol import protocol_for
+
+    logger = logging.getLogger("uvicorn.error")
+    protocol_for(None)
+    protocol_for(None)  # every worker start asks again: the filter is on the logger once
+    mine = [f for f in logger.filters if type(f).__name__ == "_ParserRefusalWarning"]
+    assert len(mine) == 1
+
+    def kept(msg: str, level: int = logging.WARNING) -> bool:
+        return logger.filter(logging.LogRecord("uvicorn.error", level, __file__, 1, msg, None, None)) is not False
+
+    assert not kept(PARSER_WARNING)
+    assert kept("Exception in ASGI application", logging.ERROR)
+    assert kept("Invalid HTTP request received. (another text)")
+    assert kept("Unsupported upgrade request.")
