@@ -40,6 +40,7 @@ class Script:
     def __init__(self) -> None:
         self.release_second = threading.Event()
         self.closed_after: dict[str, float | None] = {}
+        self.closed_at: dict[str, float] = {}  # time.monotonic() when the upstream saw the close
 
     def __call__(self, conn: socket.socket, raw: bytes) -> bool:
         if raw.startswith(b"GET /events"):
@@ -65,6 +66,7 @@ class Script:
             return False
         if raw.startswith(b"GET /hang"):
             self.closed_after["hang"] = wait_closed(conn, 20)
+            self.closed_at["hang"] = time.monotonic()
             return False
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         return True
@@ -138,7 +140,9 @@ def test_client_leaving_before_the_answer_aborts_the_upstream(rig: tuple[Proc, R
     while "hang" not in script.closed_after and time.monotonic() < deadline:
         time.sleep(0.05)
     assert script.closed_after.get("hang") is not None
-    assert time.monotonic() - left < 10
+    # Within a second of the client leaving (the upstream polls its socket every 0.1 s; the gateway
+    # reacts to the lost connection at once, with no timer).
+    assert script.closed_at["hang"] - left < 1.0, script.closed_at["hang"] - left
     assert "Traceback" not in gw.log()
 
 
