@@ -5,8 +5,9 @@ the next, so no two proxies share the CPU; only the tiny upstream runs throughou
 (in-process limits, and with Redis-backed limits as Fastify full has) is also measured across the
 concurrency sweep. For every gateway run the table adds its CPU per request and its event-loop
 lag. The row `core uvicorn+h1pool` (`bench/corefloor.py`) is the gateway's server core and
-upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started
-here is stopped on exit, Ctrl-C included. A full run takes about 3 minutes; `--quick` about 1.
+upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then
+the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started here is
+stopped on exit, Ctrl-C included. A full run takes about 3 minutes; `--quick` about 1.
 
 The peers (nginx configs, the Fastify peer) are read from bench/peer_files/ unless `--peers DIR`
 or BENCH_PEERS names another copy with the same layout (nginx/*.conf, fastify/server.js).

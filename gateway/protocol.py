@@ -11,11 +11,11 @@ A subclass, not a fork: the HTTP parsing stays uvicorn's. What it adds, per work
   it runs out); with none idle, the new connection is closed at once.
 - the parser's own refusals (malformed HTTP) answered as problem+json with a request id, not
   uvicorn's `400 text/plain`, and audited like the pipeline's denials (the record has the
-  response's request id, reason `request.invalid`, path `(unparsed)`, the method only if the parser
-  read one, and the peer's address: no X-Forwarded-For is read from a request that did not parse,
-  so behind a proxy it is the proxy's). Each also gets its access-log line (no route, no user
-  agent), and uvicorn's warning per malformed request is dropped: a client cannot fill the server
-  log with them.
+  response's request id, reason `request.invalid`, path `(unparsed)`, the method only once the
+  parser has read it and the target after it, and the peer's address: no X-Forwarded-For is read
+  from a request that did not parse, so behind a proxy it is the proxy's). Each also gets its
+  access-log line (no route, no user agent), and uvicorn's warning per malformed request is
+  dropped: a client cannot fill the server log with them.
 - every refusal made here is counted in `gateway_protocol_refusals_total{reason}` (the pipeline's
   own refusals, Host, framing and upgrades included, are in `gateway_denials_total`).
 - protocol upgrades are not taken over by the server: the request reaches the pipeline as HTTP,
@@ -226,9 +226,9 @@ class GatewayProtocol(HttpToolsProtocol):
         self._access(rid, err, method)
 
     def _parsed_method(self) -> str | None:
-        """The refused request's method, if the parser read one. llhttp reports method 0 (DELETE)
-        before it has read any, so a method counts only once the target after it began to arrive
-        (uvicorn's `on_url`, which `on_message_begin` resets for every message)."""
+        """The refused request's method, once confirmed. llhttp reports method 0 (DELETE) before it
+        has read any, so a method counts only once the target after it has arrived (uvicorn's
+        `on_url`, which llhttp calls with the complete target and `on_message_begin` resets)."""
         if not getattr(self, "url", None):
             return None
         try:
