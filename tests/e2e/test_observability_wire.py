@@ -7,7 +7,12 @@ the audit trail. Only a trusted proxy may set the id; everyone else's value is k
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
+import os
+import select
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +28,7 @@ from tests.support.gateway_proc import (
     bundled_upstream,
     echo_upstream,
     gateway,
+    start_gateway,
     wait_until,
     write_policy,
 )
@@ -170,6 +176,38 @@ def test_access_log_off_and_stdout(tmp_path: Path, policy: Path, upstream: Proc)
         assert wait_until(lambda: f'"request_id":"{rid}"' in gw.log())
         line = next(x for x in gw.log().splitlines() if f'"request_id":"{rid}"' in x)
         assert json.loads(line)["type"] == "access"
+
+
+def test_a_stdout_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: Proc) -> None:
+    """The access log goes to a pipe whose reader stopped (a stuck log shipper): the gateway keeps
+    answering at its usual pace, and once the reader is back every line is whole JSON."""
+    r, w = os.pipe()
+    gw = start_gateway(policy, upstream.url, {"GATEWAY_ACCESS_LOG": "stdout"}, stdout=w)
+    os.close(w)  # the gateway holds the only write end
+    try:
+        sent = []
+        with httpx.Client(timeout=10) as client:  # ~300 bytes a line: 600 lines are 3x the pipe
+            for _ in range(600):
+                resp = client.get(f"{gw.url}/v1/echo")
+                assert resp.status_code == 200
+                sent.append(resp.headers["x-request-id"])
+        queued = array.array("i", [0])
+        fcntl.ioctl(r, termios.FIONREAD, queued)
+        # The pipe really is full: 64 KiB in 16 pages, one (atomic, under 4 KiB) write per page.
+        assert queued[0] >= 40_000, queued[0]
+        seen: set[str] = set()
+        buf = b""
+        deadline = time.monotonic() + 30
+        while not set(sent) <= seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], 0.5)
+            if ready:
+                buf += os.read(r, 1 << 16)
+                *whole, buf = buf.split(b"\n")
+                seen.update(json.loads(x)["request_id"] for x in whole if x)  # every line is whole JSON
+        assert set(sent) <= seen
+    finally:
+        gw.stop()
+        os.close(r)
 
 
 # --- trace context -------------------------------------------------------------------------------
