@@ -27,16 +27,17 @@ PROM = DEPLOY / "prometheus"
 PORTS = {8080, 9090, 8081, 6379}
 OUR_IMAGE = "edge-gateway"
 PUBLIC_IMAGES = {"redis", "nginx", "prom/prometheus", "grafana/grafana", "postgres"}
-METRICS = {
-    "gateway_requests_total", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
-    "gateway_denials_total", "gateway_ratelimit_total", "gateway_ratelimit_degraded",
-    "gateway_webhook_total", "gateway_requests_in_flight", "gateway_redis_errors_total",
-    "gateway_policy_info", "gateway_policy_reloads_total", "gateway_build_info",
-    "gateway_audit_failures_total", "gateway_audit_dropped_total",
-    "gateway_audit_segments_total", "gateway_access_log_dropped_total",
-    "gateway_upstream_up", "gateway_upstream_probe_duration_seconds", "gateway_ready", "gateway_redis_up",
-}
-HISTOGRAMS = {"gateway_request_duration_seconds", "gateway_upstream_duration_seconds"}
+def _contract_metrics() -> set[str]:
+    """Every gateway_* family named in deploy/README.md's "Metrics (contract)" (tests/test_metrics.py
+    checks that list against what a scrape serves): each gets a dashboard panel."""
+    text = (DEPLOY / "README.md").read_text()
+    section = text.split("## Metrics (contract)", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"`(gateway_[a-z_]+)", section))
+
+
+METRICS = _contract_metrics()
+HISTOGRAMS = {"gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
+              "gateway_event_loop_lag_seconds"}
 KOMMO_VARS = {"KOMMO_WEBHOOK_SECRET", "KOMMO_CHANNEL_SECRET", "KOMMO_CLIENT_ID", "KOMMO_CLIENT_SECRET",
               "KOMMO_REDIRECT_URI"}
 UPSTREAM_VARS = {"UPSTREAM_HOST", "UPSTREAM_PORT", "UPSTREAM_DB", "UPSTREAM_ENCRYPTION_KEY"}
@@ -550,7 +551,8 @@ def test_alerts_use_only_gateway_metrics() -> None:
     for needed in ("GatewayDenialSpike", "GatewayWebhookSignatureFailures", "GatewayUpstreamErrors",
                    "GatewayUpstreamTimeouts", "GatewayRateLimitDegraded", "GatewayPolicyReloadFailed",
                    "GatewayAuditFailures", "GatewayAuditTampered", "GatewayNotReady",
-                   "GatewayUpstreamProbeFailing"):
+                   "GatewayUpstreamProbeFailing", "GatewayBruteForceCampaign", "GatewayVerifyBudgetSpent",
+                   "GatewayHttpLayerRefusals", "GatewayRateLimitKeysEvicted", "GatewayEventLoopBlocked"):
         assert needed in seen
 
 
