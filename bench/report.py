@@ -1,7 +1,9 @@
 """The table, the issues' bars (PASS/FAIL), and the raw figures as JSON.
 
 A row whose run saw any non-2xx answer or socket error is flagged, and a bar computed from a
-flagged row fails: throughput of 401s or 429s says nothing about the proxy.
+flagged row fails: throughput of 401s or 429s says nothing about the proxy. With `--runs N` every
+target is measured N times, round by round, and the table and bars are those of the medians
+(`median_report`), each bar followed by its value in every run (`bars_by_run`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Bar:
     name: str
     verdict: str          # PASS | FAIL | n/a
     detail: str
+    value: float | None = None  # the ratio compared with the bar
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Report:
     duration: int
     comparable: bool                    # False when the Python fallback upstream stood in for nginx
     rows: list[Row] = field(default_factory=list)
+    runs: int = 1                       # > 1: every figure is the median of that many runs
 
     def find(self, kind: str, conns: int, workers: int | None = None) -> Row | None:
         for r in self.rows:
@@ -112,7 +116,8 @@ class Report:
         nginx, full = self.find("nginx", self.conns), self.find("full", self.conns)
         head = (f"{'target':22} {'c':>3} {'req/s':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} "
                 f"{'max':>7} {'cpu/req':>8} {'errors':>6} {'x nginx':>7} {'x full':>6}  note")
-        lines = ["latencies in ms; cpu/req = gateway CPU (user+sys) per request in µs", head, "-" * len(head)]
+        what = f"medians of {self.runs} runs per target, each field on its own; " if self.runs > 1 else ""
+        lines = [f"{what}latencies in ms; cpu/req = gateway CPU (user+sys) per request in µs", head, "-" * len(head)]
         for r in self.rows:
             if r.result is None:
                 lines.append(f"{r.label:22} {r.conns:>3} {'-':>8} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7} "
@@ -202,12 +207,16 @@ class Report:
                 f"up to {spread:,.1f} µs, so a difference smaller than that is noise; the in-process "
                 "figure without the noise: python -m tests.openapi.bench_validate)")
 
-    def write_json(self, path: Path, sweep: list[int], meta: dict[str, object]) -> None:
-        data = {"meta": {**meta, "conns": self.conns, "duration_s": self.duration,
-                         "comparable": self.comparable, "sweep": sweep},
+    def write_json(self, path: Path, sweep: list[int], meta: dict[str, object],
+                   per_run: list[list[dict[str, object]]] | None = None) -> None:
+        """The figures (medians, with `--runs`), the bars; with `per_run`, every run's rows too."""
+        data: dict[str, object] = {"meta": {**meta, "conns": self.conns, "duration_s": self.duration,
+                         "comparable": self.comparable, "sweep": sweep, "runs": self.runs},
                 "results": [r.to_json() for r in self.rows],
                 "bars": [vars(b) for b in self.bars(sweep)],
                 "validation_cost_us_per_request": self.validation_cost_us()}
+        if per_run is not None:
+            data["runs"] = per_run
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
@@ -235,8 +244,8 @@ def _bar(name: str, num: Row | None, den: Row | None, need: float) -> Bar:
     ratio = pair[0].rps / pair[1].rps
     detail = f"{pair[0].rps:,.0f} / {pair[1].rps:,.0f} = {ratio:.2f}"
     if num.flagged or den.flagged:  # type: ignore[union-attr]
-        return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)")
-    return Bar(name, "PASS" if ratio >= need else "FAIL", detail)
+        return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)", ratio)
+    return Bar(name, "PASS" if ratio >= need else "FAIL", detail, ratio)
 
 
 def _p99_bar(name: str, num: Row | None, den: Row | None, most: float) -> Bar:
@@ -247,5 +256,68 @@ def _p99_bar(name: str, num: Row | None, den: Row | None, most: float) -> Bar:
     ratio = pair[0].p99_ms / pair[1].p99_ms
     detail = f"{pair[0].p99_ms:.2f} ms / {pair[1].p99_ms:.2f} ms = {ratio:.2f}"
     if num.flagged or den.flagged:  # type: ignore[union-attr]
-        return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)")
-    return Bar(name, "PASS" if ratio <= most else "FAIL", detail)
+        return Bar(name, "FAIL", detail + " (a run had errors: not a valid measurement)", ratio)
+    return Bar(name, "PASS" if ratio <= most else "FAIL", detail, ratio)
+
+
+def _key(r: Row) -> tuple[str, str, int, int | None]:
+    return r.label, r.kind, r.conns, r.workers
+
+
+def median_report(rounds: list[Report]) -> Report:
+    """One report from several rounds of the same targets: per target and concurrency, the median
+    of each figure on its own (req/s, every percentile, CPU per request), over the runs that were
+    measured. Errors are summed, so a target flagged in any run stays flagged (and fails its bars);
+    a probe that was not 2xx, or a 2xx without a token, in any run is the one kept. The event-loop
+    lag is that of the run with the median req/s. A target skipped in every run stays skipped."""
+    if not rounds:
+        raise ValueError("no rounds to take medians of")
+    keys: list[tuple[str, str, int, int | None]] = []
+    for rep in rounds:
+        keys += [k for k in map(_key, rep.rows) if k not in keys]
+    rows = []
+    for k in keys:
+        runs = [r for rep in rounds for r in rep.rows if _key(r) == k]
+        measured = [r for r in runs if r.result is not None]
+        rows.append(_median_row(measured) if measured else runs[0])
+    first = rounds[0]
+    return Report(first.conns, first.duration, all(rep.comparable for rep in rounds), rows, runs=len(rounds))
+
+
+def _median_row(runs: list[Row]) -> Row:
+    results = [r.result for r in runs if r.result is not None]
+
+    def med(name: str) -> float:
+        return float(statistics.median(getattr(x, name) for x in results))
+
+    sockets: dict[str, int] = {}
+    for x in results:
+        for what, n in x.socket_errors.items():
+            sockets[what] = sockets.get(what, 0) + n
+    result = WrkResult(rps=med("rps"), requests=round(med("requests")), p50_ms=med("p50_ms"),
+                       p75_ms=med("p75_ms"), p90_ms=med("p90_ms"), p99_ms=med("p99_ms"),
+                       non_2xx=sum(x.non_2xx for x in results), socket_errors=sockets,
+                       p999_ms=med("p999_ms"), max_ms=med("max_ms"))
+    by_rps = sorted(runs, key=lambda r: r.result.rps if r.result else 0.0)
+    middle = by_rps[(len(by_rps) - 1) // 2]
+    bad = [r for r in runs if r.probe is not None and not 200 <= r.probe < 300]
+    probe_from = bad[0] if bad else middle
+    open_ = [r for r in runs if r.anon_probe is not None and 200 <= r.anon_probe < 300]
+    cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
+    return Row(middle.label, middle.kind, middle.conns, middle.workers, result, probe_from.probe,
+               probe_from.probe_body, (open_[0] if open_ else middle).anon_probe,
+               cpu_us=statistics.median(cpus) if cpus else None, lag=middle.lag)
+
+
+def bars_by_run(rounds: list[Report], sweep: list[int]) -> list[str]:
+    """Each bar's ratio and verdict in every run, in run order: how far apart the runs were."""
+    per_run = [{b.name: b for b in rep.bars(sweep)} for rep in rounds]
+    names = [b.name for b in median_report(rounds).bars(sweep)]
+    lines = []
+    for name in names:
+        cells = []
+        for bars in per_run:
+            b = bars.get(name)
+            cells.append("n/a" if b is None else f"{b.value:.2f} {b.verdict}" if b.value is not None else b.verdict)
+        lines.append(f"  {name}: " + " | ".join(cells))
+    return lines

@@ -6,8 +6,10 @@ the next, so no two proxies share the CPU; only the tiny upstream runs throughou
 concurrency sweep. For every gateway run the table adds its CPU per request and its event-loop
 lag. The row `core uvicorn+h1pool` (`bench/corefloor.py`) is the gateway's server core and
 upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then
-the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. Every process started here is
-stopped on exit, Ctrl-C included. A full run takes about 3 minutes; `--quick` about 1.
+the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. `--runs N` measures every target N
+times, round by round (a noisy machine's drift then hits every target alike), and reports the
+medians, with each bar's ratio in every run. Every process started here is stopped on exit,
+Ctrl-C included. A full run takes about 3 minutes per round; `--quick` about 1.
 
 The peers (nginx configs, the Fastify peer) are read from bench/peer_files/ unless `--peers DIR`
 or BENCH_PEERS names another copy with the same layout (nginx/*.conf, fastify/server.js).
@@ -65,7 +67,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    metavar="DIR[,DIR...]",
                    help="also run the Redis-backed one-worker gateway from other checkouts (e.g. "
                         "`git worktree add /tmp/base main`): before/after in one run")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails")
+    p.add_argument("--runs", type=int, default=1,
+                   help="measure every target this many times, round by round, and report the medians "
+                        "(default 1)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a bar fails (on the medians)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
@@ -81,13 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--only: unknown target kind(s) {sorted(unknown)}")
     if len(args.sweep) < 2:
         p.error("--sweep needs at least two concurrency levels")
+    if args.runs < 1:
+        p.error("--runs must be at least 1")
     return args
 
 
 def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, script: Path,
-            tokens_file: Path, token: str, out: report.Report) -> None:
+            tokens_file: Path, token: str, out: report.Report, run: str = "") -> None:
     levels = [args.conns, *(c for c in args.sweep if c != args.conns)] if t.sweep else [args.conns]
-    print(f"== {t.label}" + (f" ({t.method} {len(t.body)}-byte JSON body)" if t.body else ""), flush=True)
+    print(f"== {t.label}" + (f" ({t.method} {len(t.body)}-byte JSON body)" if t.body else "") + run, flush=True)
     body_file = None
     if t.body is not None:
         body_file = script.parent / f"body-{t.kind}.json"
@@ -182,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if b is None:
         return 2
     work, procs = b.work, b.procs
+    rounds: list[report.Report] = []
     try:
         minted, script, tokens_file = write_tokens(b, args.tokens)
         if {"floor", "full"} & set(args.only):
@@ -194,16 +202,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"upstream: {'nginx' if comparable else 'PYTHON FALLBACK (nginx absent)'} on port "
               f"{b.upstream_port}; wrk -t1 -c{args.conns} -d{args.duration}s, warm-up {args.warmup}s, "
               f"{args.tokens} users; logs in {procs.log_dir}", flush=True)
-        out = report.Report(args.conns, args.duration, comparable)
-        for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants,
-                                     [d.resolve() for d in args.baseline]):
-            if t.kind.split("-")[0] in args.only:
-                measure(b, t, args, script, tokens_file, minted[0], out)
+        for n in range(1, args.runs + 1):
+            rounds.append(report.Report(args.conns, args.duration, comparable))
+            run = f"  (run {n} of {args.runs})" if args.runs > 1 else ""
+            for t in targets.all_targets(args.workers, args.gateway_redis, comparable, args.variants,
+                                         [d.resolve() for d in args.baseline]):
+                if t.kind.split("-")[0] in args.only:
+                    measure(b, t, args, script, tokens_file, minted[0], rounds[-1], run)
     except KeyboardInterrupt:
         print("\ninterrupted: stopping every process started", file=sys.stderr)
         return 130
     finally:
         procs.stop_all()
+    out = report.median_report(rounds)
     print()
     print(out.table(args.sweep))
     if (cost := out.pipeline_cost()) is not None:
@@ -215,10 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     bars = out.bars(args.sweep)
     for bar in bars:
         print(f"{bar.verdict:4}  {bar.name}: {bar.detail}")
+    if len(rounds) > 1:
+        print(f"\neach bar in each run (run 1 | ... | run {len(rounds)}):")
+        print("\n".join(report.bars_by_run(rounds, args.sweep)))
     if args.json:
         out.write_json(args.json, args.sweep, {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                 "cpus": os.cpu_count(), "loadavg": os.getloadavg(),
-                                                "argv": sys.argv[1:]})
+                                                "argv": sys.argv[1:]},
+                       [[r.to_json() for r in rep.rows] for rep in rounds] if len(rounds) > 1 else None)
         print(f"\nraw figures: {args.json}")
     print(f"\nbench wall time: {time.monotonic() - began:.0f} s; load average now "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "

@@ -290,3 +290,77 @@ def test_the_core_row_runs_by_default_between_the_peers_and_the_gateway() -> Non
     kinds = [t.kind for t in targets.all_targets([1], False, True)]
     assert kinds.index("full") < kinds.index("core") < kinds.index("gateway")
     assert not report.is_gateway("core")  # no sweep, no bars: a measuring stick
+
+
+# --- --runs N: medians of rounds, each bar in each run -----------------------------------------------
+
+
+def _round(full_rps: float, redis_rps: float, redis_p99: float, **kw: Any) -> report.Report:
+    full = _row("full", 32, full_rps, 5.0, workers=None)
+    redis = _row("gateway-redis", 32, redis_rps, redis_p99, non_2xx=kw.get("non_2xx", 0))
+    redis.cpu_us = kw.get("cpu")
+    rows = [full, redis, _row("gateway-redis", 8, 5000, 3.0), _row("gateway-redis", 64, 4900, 8.0)]
+    return report.Report(32, 8, True, rows)
+
+
+def test_median_report_takes_each_figure_s_median_over_the_runs(tmp_path: Path) -> None:
+    rounds = [_round(10000, 6000, 12.0, cpu=150.0), _round(12000, 9000, 30.0, cpu=140.0),
+              _round(11000, 7000, 9.0, cpu=200.0)]
+    med = report.median_report(rounds)
+    redis = med.find("gateway-redis", 32, 1)
+    full = med.find("full", 32)
+    assert redis is not None and redis.result is not None and full is not None and full.result is not None
+    # each field on its own: req/s from one run, p99 from another
+    assert (redis.result.rps, redis.result.p99_ms, redis.cpu_us) == (7000, 12.0, 150.0)
+    assert full.result.rps == 11000 and med.runs == 3
+    bars = {b.name: b for b in med.bars([8, 64])}
+    ratio = bars["gateway w1 +redis c32 req/s >= 1.0 x fastify full"]
+    assert (ratio.verdict, round(ratio.value or 0, 3)) == ("FAIL", round(7000 / 11000, 3))
+    assert "medians of 3 runs" in med.table([8, 64])
+    lines = report.bars_by_run(rounds, [8, 64])
+    assert lines[0] == "  gateway w1 +redis c32 req/s >= 1.0 x fastify full: 0.60 FAIL | 0.75 FAIL | 0.64 FAIL"
+    assert any(line.startswith("  gateway w1 +redis c32 p99 <= fastify full p99: 2.40 FAIL | 6.00 FAIL | 1.80 FAIL")
+               for line in lines)
+    out = tmp_path / "bench.json"
+    med.write_json(out, [8, 64], {}, [[r.to_json() for r in rep.rows] for rep in rounds])
+    data = json.loads(out.read_text())
+    assert data["meta"]["runs"] == 3 and [len(run) for run in data["runs"]] == [4, 4, 4]
+    assert [run[1]["wrk"]["rps"] for run in data["runs"]] == [6000, 9000, 7000]
+
+
+def test_a_run_with_errors_flags_the_median_and_a_skipped_run_is_left_out() -> None:
+    clean, errors = _round(10000, 12000, 4.0), _round(10000, 12000, 4.0, non_2xx=7)
+    med = report.median_report([clean, clean, errors])
+    row = med.find("gateway-redis", 32, 1)
+    assert row is not None and row.flagged and row.result is not None and row.result.non_2xx == 7
+    assert {b.name: b.verdict for b in med.bars([8, 64])}["gateway w1 +redis c32 req/s >= 1.0 x fastify full"] == "FAIL"
+    # skipped once: the medians of the other runs; skipped every time: still a skipped row
+    skipped = report.Report(32, 8, True, [report.Row("fastify full", "full", 32, None, skipped="no node"),
+                                          *_round(10000, 12000, 4.0).rows[1:]])
+    med = report.median_report([_round(9000, 12000, 4.0), skipped, _round(11000, 12000, 4.0)])
+    full = med.find("full", 32)
+    assert full is not None and full.result is not None and full.result.rps == 10000
+    alone = report.median_report([skipped, skipped])
+    assert alone.find("full", 32) is None and any(r.skipped == "no node" for r in alone.rows)
+    assert "n/a" in report.bars_by_run([skipped], [8, 64])[0]
+    with pytest.raises(ValueError):
+        report.median_report([])
+
+
+def test_median_report_keeps_the_worst_probe_of_any_run() -> None:
+    ok, open_ = _round(10000, 12000, 4.0), _round(10000, 12000, 4.0)
+    open_.rows[1].anon_probe = 200  # one run answered without a token: auth not enforced then
+    bad = _round(10000, 12000, 4.0)
+    bad.rows[1].probe, bad.rows[1].probe_body = 502, "upstream down"
+    med = report.median_report([ok, open_, bad])
+    row = med.find("gateway-redis", 32, 1)
+    assert row is not None and row.probe == 502 and row.anon_probe == 200 and row.flagged
+    assert "auth NOT enforced" in med.table([8, 64])
+
+
+def test_runs_argument() -> None:
+    from bench.run import parse_args
+
+    assert parse_args([]).runs == 1 and parse_args(["--runs", "3"]).runs == 3
+    with pytest.raises(SystemExit):
+        parse_args(["--runs", "0"])
