@@ -78,3 +78,27 @@ def test_missing_claim(claims: dict[str, Any], path: str) -> None:
     with pytest.raises(GatewayError) as exc:
         org_from_claims(claims, path)
     expect_refusal(exc, 403, "tenant.missing_claim")
+
+
+def test_path_mismatch_detail_names_the_parameter() -> None:
+    """The 403 body tells the client which path parameter failed, not a bare "Forbidden"."""
+    with pytest.raises(GatewayError) as exc:
+        make_binder("verify", path="orgId").check_path({"orgId": "org-b"}, ORG)
+    expect_refusal(exc, 403, "tenant.mismatch")
+    assert exc.value.detail == 'path parameter "orgId" does not match your organisation'
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        pytest.param({}, id="absent"),
+        pytest.param({"org_id": True}, id="bool"),
+        pytest.param({"org_id": "  "}, id="blank"),
+    ],
+)
+def test_missing_claim_detail(claims: dict[str, Any]) -> None:
+    """A token without a usable org claim is told so in the 403 body, in these exact words."""
+    with pytest.raises(GatewayError) as exc:
+        org_from_claims(claims, "org_id")
+    expect_refusal(exc, 403, "tenant.missing_claim")
+    assert exc.value.detail == "the token carries no organisation"
