@@ -14,6 +14,8 @@ it is one reading, and it does not name the caller's org (`null` often means "al
 The `rewritten` flag the bind methods return means "the client sent a different value and it
 was replaced" (rewrite mode only): the stage audits it as `tenant.rewritten`. Injecting an
 absent value is not a rewrite. Body paths are checked in policy order; the first refusal wins.
+An absent array, or an absent object above one (`owner` of `owner.items[*].orgId`), has no
+elements naming any org: nothing to bind in any mode, and the body is forwarded as it came.
 """
 
 from __future__ import annotations
@@ -131,6 +133,10 @@ class TenantBinder:
                 changed, rewritten = changed or c, rewritten or r
             return changed, rewritten
         if value is _MISSING:
+            if any(array for _, array in steps[i + 1 :]):
+                # An array below an absent object is absent too: no elements, nothing to bind, in
+                # every mode (as for an absent array), and no empty parent added to the body.
+                return False, False
             if self.mode == "require":
                 raise TenantMismatch(detail=f'body field "{text}" is required', route_id=self.route_id)
             value = obj[name] = {}

@@ -407,3 +407,57 @@ def test_check_json_media_type() -> None:
             check_json_media_type(ct, "r9")
         expect_refusal(exc, 415, "request.unsupported_media_type")
         assert exc.value.route_id == "r9"
+
+
+@pytest.mark.parametrize(
+    ("mode", "path", "body", "status", "reason", "detail"),
+    [
+        pytest.param("verify", "orgId", b'{"orgId":"org-b"}', 403, "tenant.mismatch",
+                     'body field "orgId" does not match your organisation', id="top_mismatch"),
+        pytest.param("require", "orgId", b'{"n":1}', 403, "tenant.mismatch",
+                     'body field "orgId" is required', id="top_required"),
+        pytest.param("verify", "owner.orgId", b'{"owner":{"orgId":"org-b"}}', 403, "tenant.mismatch",
+                     'body field "owner.orgId" does not match your organisation', id="nested_mismatch"),
+        pytest.param("require", "owner.orgId", b'{"n":1}', 403, "tenant.mismatch",
+                     'body field "owner.orgId" is required', id="parent_required"),
+        pytest.param("verify", "items[*].orgId", b'{"items":[{"orgId":"org-a"},{"orgId":"org-b"}]}', 403,
+                     "tenant.mismatch", 'body field "items[*].orgId" does not match your organisation',
+                     id="element_mismatch"),
+        pytest.param("verify", "items[*].orgId", b'{"items":{"orgId":"org-a"}}', 400, "request.ambiguous",
+                     'body field "items[*].orgId": "items" must be a list of objects', id="array_not_list"),
+        pytest.param("verify", "owner.orgId", b'{"owner":"org-a"}', 400, "request.ambiguous",
+                     'body field "owner.orgId": "owner" must be an object', id="parent_not_object"),
+        pytest.param("verify", "orgId", b'{"orgId":"org-a","OrgId":"org-b"}', 400, "request.ambiguous",
+                     'body field "orgId": "OrgId" is a variant of "orgId"', id="case_variant"),
+        pytest.param("verify", "owner.orgId", b'{"owner":{"orgId":"org-a","ORGID":"org-b"}}', 400,
+                     "request.ambiguous", 'body field "owner.orgId": "ORGID" is a variant of "orgId"',
+                     id="nested_case_variant"),
+    ],
+)
+def test_binding_refusal_details_and_route_id(
+    mode: str, path: str, body: bytes, status: int, reason: str, detail: str
+) -> None:
+    """Every binding refusal names the configured path (not "None", not a bare title) and carries
+    the route id, so the client's 4xx and the audit line say which field of which route failed."""
+    with pytest.raises(GatewayError) as exc:
+        bind(mode, body, path)
+    expect_refusal(exc, status, reason)
+    assert exc.value.detail == detail
+    assert exc.value.route_id == "r1"
+
+
+def test_an_absent_parent_of_an_array_is_nothing_to_bind_in_every_mode() -> None:
+    """`owner.items[*].orgId` with no `owner`: no array, so no elements naming any org, as when
+    `items` alone is absent. It was refused as "required" in `require` mode, and in `verify` and
+    `rewrite` the body was forwarded with an empty `"owner":{}` added that named no org."""
+    for mode in MODES:
+        assert bind(mode, b'{"n":1}', "owner.items[*].orgId") == (None, False), mode
+        assert bind(mode, b'{"n":1,"owner":{}}', "owner.items[*].orgId") == (None, False), mode
+        assert bind(mode, b'{"groups":[{"n":1}]}', "groups[*].owner.items[*].orgId") == (None, False), mode
+    # below the array the rule for an absent object is unchanged: required, or injected
+    with pytest.raises(GatewayError) as exc:
+        bind("require", b'{"owner":{"items":[{"n":1}]}}', "owner.items[*].meta.orgId")
+    expect_refusal(exc, 403, "tenant.mismatch")
+    assert exc.value.detail == 'body field "owner.items[*].meta.orgId" is required'
+    assert bind("verify", b'{"owner":{"items":[{"n":1}]}}', "owner.items[*].meta.orgId") == (
+        b'{"owner":{"items":[{"n":1,"meta":{"orgId":"org-a"}}]}}', False)
