@@ -81,17 +81,27 @@ class Report:
                 return r
         return None
 
-    def _families(self) -> list[tuple[str, int]]:
-        """The gateway (kind, workers) measured at more than one concurrency: the sweep bars'."""
-        seen: list[tuple[str, int]] = []
+    def _families(self, peer: bool = False) -> list[tuple[str, int | None]]:
+        """The gateway (kind, workers) measured at more than one concurrency: the sweep bars'. With
+        `peer`, Fastify full too (swept as a reference: no bar of its own)."""
+        seen: list[tuple[str, int | None]] = []
         for r in self.rows:
-            if is_gateway(r.kind) and r.workers and (r.kind, r.workers) not in seen:
+            wanted = (is_gateway(r.kind) and r.workers) or (peer and r.kind == "full")
+            if wanted and (r.kind, r.workers) not in seen:
                 if len({x.conns for x in self.rows if (x.kind, x.workers) == (r.kind, r.workers)}) > 1:
                     seen.append((r.kind, r.workers))
         return seen
 
-    def _name(self, kind: str, workers: int) -> str:
+    def _name(self, kind: str, workers: int | None) -> str:
         return next(r.label for r in self.rows if r.kind == kind and r.workers == workers)
+
+    def _peer_sweep(self, lo: int, hi: int) -> str:
+        """Fastify full's own c-hi / c-lo p99 ratio, for the sweep bars' detail ('' if not swept)."""
+        a, b = self.find("full", lo), self.find("full", hi)
+        if a is None or b is None or a.result is None or b.result is None or not a.result.p99_ms:
+            return ""
+        return f" (fastify full, same sweep: {b.result.p99_ms:.2f} ms / {a.result.p99_ms:.2f} ms = " \
+               f"{b.result.p99_ms / a.result.p99_ms:.2f})"
 
     def bars(self, sweep: list[int]) -> list[Bar]:
         out: list[Bar] = []
@@ -101,11 +111,15 @@ class Report:
         out.append(_bar(f"gateway w1 +redis c{self.conns} req/s >= {FULL_BAR} x fastify full", redis, full,
                         FULL_BAR))
         out.append(_p99_bar(f"gateway w1 +redis c{self.conns} p99 <= fastify full p99", redis, full, 1.0))
+        peer = self._peer_sweep(lo, hi)
         for kind, w in self._families():
             name = self._name(kind, w)
             a, b = self.find(kind, lo, w), self.find(kind, hi, w)
             out.append(_bar(f"{name} c{hi} req/s >= {SWEEP_BAR} x c{lo}", b, a, SWEEP_BAR))
-            out.append(_p99_bar(f"{name} c{hi} p99 <= {SWEEP_P99_BAR:g} x c{lo} p99", b, a, SWEEP_P99_BAR))
+            p99 = _p99_bar(f"{name} c{hi} p99 <= {SWEEP_P99_BAR:g} x c{lo} p99", b, a, SWEEP_P99_BAR)
+            if p99.value is not None:
+                p99.detail += peer
+            out.append(p99)
             if kind == "gateway":
                 g = self.find(kind, self.conns, w)
                 out.append(_bar(f"{name} c{self.conns} req/s >= {FLOOR_BAR} x fastify floor", g, floor,
@@ -147,7 +161,7 @@ class Report:
                              f"{g.p99_ms:>6.2f} {g.p999_ms:>6.2f} {g.over_5ms:>5} {g.over_20ms:>5}")
         lo, hi = min(sweep), max(sweep)
         ratios = []
-        for kind, w in self._families():
+        for kind, w in self._families(peer=True):
             a, b = self.find(kind, lo, w), self.find(kind, hi, w)
             if a and b and a.result and b.result and a.result.rps and a.result.p99_ms and b.result.rps:
                 ratios.append(f"{self._name(kind, w)}: c{hi}/c{lo} req/s = {b.result.rps / a.result.rps:.2f}, "

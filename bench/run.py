@@ -3,7 +3,7 @@
 Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and stopped before
 the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway
 (in-process limits, and with Redis-backed limits as Fastify full has) is also measured across the
-concurrency sweep. For every gateway run the table adds its CPU per request and its event-loop
+concurrency sweep, and so is Fastify full, as the reference for the sweep bars. For every gateway run the table adds its CPU per request and its event-loop
 lag. The row `core uvicorn+h1pool` (`bench/corefloor.py`) is the gateway's server core and
 upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then
 the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. `--runs N` measures every target N

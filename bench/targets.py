@@ -232,7 +232,9 @@ def all_targets(workers: list[int], gateway_redis: bool, nginx_upstream: bool,
         Target(upstream, "upstream", upstream_direct),
         Target("nginx proxy_pass", "nginx", nginx_proxy),
         Target("fastify floor", "floor", fastify_floor),
-        Target("fastify full", "full", fastify_full),
+        # Swept too, as the reference for the gateway's c=8/c=64 bars (a closed loop at saturation
+        # puts any server's c=64 latency near 8 x its c=8 one: Little's law).
+        Target("fastify full", "full", fastify_full, sweep=True),
         # The gateway's server core and upstream pool with no policy (bench/corefloor.py): the
         # distance from here to the gateway rows is what the pipeline costs.
         Target("core uvicorn+h1pool", "core", core_floor, workers=1),

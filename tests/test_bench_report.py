@@ -364,3 +364,26 @@ def test_runs_argument() -> None:
     assert parse_args([]).runs == 1 and parse_args(["--runs", "3"]).runs == 3
     with pytest.raises(SystemExit):
         parse_args(["--runs", "0"])
+
+
+def test_fastify_full_is_swept_as_the_reference_of_the_sweep_bars() -> None:
+    """At saturation a closed loop puts any server's c=64 latency near 8 x its c=8 one (Little's
+    law): the peer's own ratio, same run, is printed beside each gateway sweep bar, and has no bar."""
+    full = {t.kind: t for t in targets.all_targets([1], False, True)}["full"]
+    assert full.sweep
+    rows = [_row("full", 32, 2400, 28.0, workers=None), _row("full", 8, 2200, 8.0, workers=None),
+            _row("full", 64, 2500, 136.0, workers=None),
+            _row("gateway-redis", 32, 1800, 29.0), _row("gateway-redis", 8, 1800, 10.0),
+            _row("gateway-redis", 64, 1750, 120.0)]
+    for r in rows[:3]:
+        r.label = "fastify full"
+    rep = report.Report(32, 8, True, rows)
+    bars = {b.name: b for b in rep.bars([8, 64])}
+    assert not any(name.startswith("fastify") for name in bars)
+    p99 = bars["gateway-redis w1 c64 p99 <= 3 x c8 p99"]
+    assert p99.verdict == "FAIL" and p99.detail == (
+        "120.00 ms / 10.00 ms = 12.00 (fastify full, same sweep: 136.00 ms / 8.00 ms = 17.00)")
+    assert "fastify full: c64/c8 req/s = 1.14, p99 = 17.00 x" in rep.table([8, 64])
+    # without the peer's sweep the bar's detail is the gateway's alone
+    alone = report.Report(32, 8, True, rows[:1] + rows[3:]).bars([8, 64])
+    assert {b.name: b.detail for b in alone}["gateway-redis w1 c64 p99 <= 3 x c8 p99"] == "120.00 ms / 10.00 ms = 12.00"
