@@ -1,15 +1,16 @@
 """`make bench`: the gateway side by side with nginx and the Fastify peer, in one run.
 
-Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and stopped before
-the next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway
+Each target is started, warmed up, measured with `wrk -t1 -cC -dD --latency` and stopped before the
+next, so no two proxies share the CPU; only the tiny upstream runs throughout. The gateway
 (in-process limits, and with Redis-backed limits as Fastify full has) is also measured across the
-concurrency sweep, and so is Fastify full, as the reference for the sweep bars. For every gateway run the table adds its CPU per request and its event-loop
-lag. The row `core uvicorn+h1pool` (`bench/corefloor.py`) is the gateway's server core and
-upstream pool with no policy; the line under the table gives what the pipeline adds to it. Then
-the bars (PASS/FAIL) and, with `--json FILE`, the raw figures. `--runs N` measures every target N
-times, round by round (a noisy machine's drift then hits every target alike), and reports the
-medians, with each bar's ratio in every run. Every process started here is stopped on exit,
-Ctrl-C included. A full run takes about 3 minutes per round; `--quick` about 1.
+concurrency sweep, and so is Fastify full, as the reference for the sweep bars. For every gateway
+run the table adds its CPU per request and its event-loop lag. The row `core uvicorn+h1pool`
+(`bench/corefloor.py`) is the gateway's server core and upstream pool with no policy; the line
+under the table gives what the pipeline adds to it. Then the bars (PASS/FAIL) and, with `--json
+FILE`, the raw figures. `--runs N` measures every target N times, round by round (a noisy machine's
+drift then hits every target alike), and reports the medians, with each bar's ratio in every run.
+Every process started here is stopped on exit, Ctrl-C included. A full run takes about 3 minutes
+per round; `--quick` about 1.
 
 The peers (nginx configs, the Fastify peer) are read from bench/peer_files/ unless `--peers DIR`
 or BENCH_PEERS names another copy with the same layout (nginx/*.conf, fastify/server.js).

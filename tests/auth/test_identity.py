@@ -170,3 +170,56 @@ def test_claim_at_reads_any_mapping_and_never_a_non_mapping() -> None:
     assert claim_at({"app_metadata": ["org_id"]}, "app_metadata.org_id") is None
     assert claim_at({"app_metadata": "org_id"}, "app_metadata.org_id") is None
     assert claim_at({"app_metadata.org_id": "org-b"}, "app_metadata.org_id") is None
+
+
+def test_identity_is_an_unpadded_compact_jws() -> None:
+    """RFC 7515 compact form has no base64 padding: a strict upstream verifier (like ours) refuses
+    '=' in a segment, so every assertion must be three unpadded base64url segments."""
+    import re
+
+    signer = IdentitySigner(SECRET)
+    for rid in ("r", "r1", "r12", "r123"):  # payload lengths of every residue mod 3
+        token = signer.mint(request_id=rid, route_id="x", claims={"sub": "u"}, now=NOW)
+        assert re.fullmatch(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+", token), token
+        assert decode(token)["rid"] == rid
+
+
+def test_service_identities_of_different_routes_never_mix() -> None:
+    """The cached payload part of a service identity is per route: route b is never told it is a."""
+    signer = IdentitySigner(SECRET)
+    subs = [decode(signer.mint(request_id="r", route_id=route, claims=None, now=NOW))["sub"]
+            for route in ("a", "b", "a")]
+    assert subs == ["gateway:a", "gateway:b", "gateway:a"]
+
+
+@pytest.mark.parametrize(
+    "sub,expected",
+    [("u1", "u1"), (123, "123"), (True, None), (1.5, None), (["u1"], None), ({"id": "u1"}, None)],
+)
+def test_subject_is_a_string_or_int_else_null(sub: Any, expected: str | None) -> None:
+    """Only string (or integer) subjects reach the upstream; a bool, float or structure becomes null
+    instead of a made-up subject such as "True" or "['u1']"."""
+    token = IdentitySigner(SECRET).mint(request_id="r", route_id="x", claims={"sub": sub}, now=NOW)
+    out = jwt.decode(token, SECRET, algorithms=["HS256"], audience="upstream",
+                     options={"verify_exp": False, "verify_sub": False})  # pyjwt refuses a null sub
+    assert out["sub"] == expected
+
+
+def test_bytes_secret_signs_like_its_text() -> None:
+    """A secret given as bytes is used as is (the same key as its text form)."""
+    token = IdentitySigner(SECRET.encode()).mint(request_id="r", route_id="x", claims={"sub": "u"}, now=NOW)
+    assert decode(token)["sub"] == "u"
+
+
+def test_one_second_lifetime_is_allowed() -> None:
+    """1..60 s inclusive: the shortest lifetime is accepted and honoured."""
+    token = IdentitySigner(SECRET, lifetime=1).mint(request_id="r", route_id="x", claims=None, now=NOW)
+    out = decode(token)
+    assert out["exp"] - out["iat"] == 1
+
+
+def test_signer_config_errors_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match="^identity secret is empty$"):
+        IdentitySigner(b"")
+    with pytest.raises(ValueError, match=r"identity lifetime must be 1\.\.60 seconds"):
+        IdentitySigner(SECRET, lifetime=61)

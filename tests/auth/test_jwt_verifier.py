@@ -11,6 +11,7 @@ import pytest
 
 from gateway.auth.config import JwtConfigError
 from gateway.auth.jwt_verifier import JwtVerifier
+from gateway.auth.keys import StaticKeySet, VerifyKey
 from gateway.errors import Unauthorized
 from tests.auth.factories import (
     HS_SECRET,
@@ -365,3 +366,172 @@ def test_garbage_never_escapes_as_other_exception(keys: Keys) -> None:
                 assert exc.reason.startswith("auth.")
                 seen += 1
     assert seen > 0
+
+
+# ---- client-visible detail of every refusal (RFC 9457 `detail` member) --------------------------
+
+# The `detail` of a 401 goes to the client in the problem+json body next to `reason`; both are a
+# stable contract (clients and runbooks match on them), and a refusal must never fall back to the
+# generic "Unauthorized" detail or to the generic `auth.invalid_token` reason.
+DETAIL_CASES = [
+    pytest.param({}, lambda k: "x" * 9000, "auth.token_too_large", "token too large", id="too_large"),
+    pytest.param({}, lambda k: "a.b", "auth.malformed", "token is not a compact JWS", id="not_compact"),
+    pytest.param(
+        {}, lambda k: _raw(b'{"alg":"HS256","alg":"none"}'), "auth.malformed", "token header is not valid",
+        id="header_dup",
+    ),
+    pytest.param(
+        {}, lambda k: _raw(b'{"alg":"none"}'), "auth.bad_algorithm", "token algorithm not accepted", id="alg_none"
+    ),
+    pytest.param(
+        {}, lambda k: hs_token({"jku": "https://evil.test/jwks"}), "auth.bad_header",
+        "token carries a key or key reference", id="jku",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token({"crit": ["exp"]}), "auth.bad_header", "token requires an unsupported extension",
+        id="crit",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token({"b64": False}), "auth.bad_header", "unencoded payloads are not accepted", id="b64"
+    ),
+    pytest.param({}, lambda k: hs_token({"kid": 7}), "auth.bad_header", "token kid is not a string", id="kid_int"),
+    pytest.param(
+        # "eyJ9B" would decode like "eyJ9" plus non-zero trailing bits: not the canonical encoding
+        {}, lambda k: f"{seg(_HS)}.{seg(claims())}B.AAAA", "auth.malformed", "token is not valid base64url",
+        id="payload_non_canonical",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token().rsplit(".", 1)[0] + ".", "auth.malformed", "token has no signature",
+        id="no_signature",
+    ),
+    pytest.param(
+        {}, lambda k: hs_sign(_HS, claims(), b"another-secret-0123456789-0123456789"), "auth.bad_signature",
+        "token signature is not valid", id="bad_signature",
+    ),
+    pytest.param(
+        {}, lambda k: hs_sign(_HS, b"[1]", SECRET), "auth.malformed", "token payload is not a JSON object",
+        id="payload_array",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token(exp=True), "auth.malformed", "claim exp is not a number", id="exp_bool"
+    ),
+    pytest.param(
+        # JSON 1e400 parses to float("inf"): an exp that never comes
+        {}, lambda k: hs_sign(_HS, b'{"sub":"u","exp":1e400}', SECRET), "auth.malformed",
+        "claim exp is not a number", id="exp_infinite",
+    ),
+    pytest.param({}, lambda k: hs_token(sub=None), "auth.missing_claim", "token has no sub claim", id="no_sub"),
+    pytest.param({}, lambda k: hs_token(exp=NOW - 31), "auth.expired", "token expired", id="expired"),
+    pytest.param(
+        {}, lambda k: hs_token(nbf=NOW + 31), "auth.not_yet_valid", "token is not valid yet", id="nbf_future"
+    ),
+    pytest.param(
+        {}, lambda k: hs_token(iat=NOW + 31), "auth.iat_in_future", "token was issued in the future",
+        id="iat_future",
+    ),
+    pytest.param(
+        {"max_age_seconds": 600}, lambda k: hs_token(iat=None), "auth.missing_claim", "token has no iat claim",
+        id="max_age_no_iat",
+    ),
+    pytest.param(
+        {"max_age_seconds": 600}, lambda k: hs_token(iat=NOW - 631), "auth.too_old", "token is too old",
+        id="too_old",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token(iss="https://evil.test"), "auth.bad_issuer", "token issuer not accepted",
+        id="bad_issuer",
+    ),
+    pytest.param(
+        {}, lambda k: hs_token(aud="other"), "auth.bad_audience", "token audience not accepted", id="bad_audience"
+    ),
+    pytest.param(
+        {"audience": None}, lambda k: hs_token(), "auth.bad_audience", "token audience not accepted",
+        id="aud_but_none_configured",
+    ),
+    pytest.param({}, lambda k: hs_token(sub=42), "auth.malformed", "claim sub is not a string", id="sub_int"),
+    pytest.param(
+        {"asym": True}, lambda k: rs_token(k, kid="nope"), "auth.unknown_kid", "token key is not known",
+        id="unknown_kid",
+    ),
+    pytest.param(
+        {"asym": True}, lambda k: rs_token(k, kid="ec-1"), "auth.bad_algorithm",
+        "token algorithm does not fit its key", id="alg_not_of_key",
+    ),
+]
+
+
+@pytest.mark.parametrize("policy_over,build,reason,detail", DETAIL_CASES)
+def test_refusal_reason_and_detail(
+    keys: Keys, policy_over: dict[str, Any], build: Builder, reason: str, detail: str
+) -> None:
+    """Each refusal names its own reason and detail; none degrades to the generic 401."""
+    over = dict(policy_over)
+    v = asym_verifier(keys) if over.pop("asym", False) else hs_verifier(**over)
+    with pytest.raises(Unauthorized) as info:
+        v.verify(build(keys), now=NOW)
+    assert (info.value.reason, info.value.detail) == (reason, detail)
+
+
+def test_cached_token_refusals_keep_their_detail() -> None:
+    """A token refused from the cache tells the client the same as a fresh refusal would."""
+    v = hs_verifier(max_age_seconds=600)
+    token = hs_token(iat=NOW - 10, exp=NOW + 6000)
+    v.verify(token, now=NOW)
+    with pytest.raises(Unauthorized) as info:
+        v.verify(token, now=NOW + 700)
+    assert (info.value.reason, info.value.detail) == ("auth.too_old", "token is too old")
+    v.verify(token, now=NOW)
+    with pytest.raises(Unauthorized) as info:
+        v.verify(token, now=NOW + 6100)
+    assert (info.value.reason, info.value.detail) == ("auth.expired", "token expired")
+
+
+def test_fractional_time_claims_are_numbers() -> None:
+    """RFC 7519 NumericDate may be fractional: a finite float exp/iat/nbf is valid, not malformed."""
+    token = hs_sign(_HS, claims(exp=NOW + 600.5, iat=NOW - 0.5, nbf=NOW - 1.25), SECRET)
+    assert hs_verifier().verify(token, now=NOW)["sub"] == "user-1"
+
+
+def test_max_age_edge_includes_leeway() -> None:
+    """Exactly max_age + leeway old is still accepted; one second more is too old."""
+    v = hs_verifier(max_age_seconds=600)
+    assert v.verify(hs_token(iat=NOW - 630), now=NOW)["sub"] == "user-1"
+    assert reason_of(v, hs_token(iat=NOW - 631)) == "auth.too_old"
+
+
+def test_header_with_nan_is_malformed() -> None:
+    """NaN/Infinity are not JSON: a header using them is refused, as a strict parser would."""
+    header = b'{"alg":"HS256","x":NaN}'
+    token = f"{b64(header)}.{seg(claims())}.AAAA"
+    with pytest.raises(Unauthorized) as info:
+        hs_verifier().verify(token, now=NOW)
+    assert (info.value.reason, info.value.detail) == ("auth.malformed", "token header is not valid")
+
+
+def test_token_of_exactly_max_bytes_is_accepted() -> None:
+    """The size cap is inclusive: a token of max_token_bytes passes, one byte more is refused."""
+    token = hs_token(pad="p" * 300)
+    v = hs_verifier(max_token_bytes=len(token))
+    assert v.verify(token, now=NOW)["sub"] == "user-1"
+    assert reason_of(hs_verifier(max_token_bytes=len(token) - 1), token) == "auth.token_too_large"
+
+
+def test_key_pyjwt_cannot_use_is_a_bad_signature_not_an_accept(keys: Keys) -> None:
+    """A crypto-library exception during verification (here: a key source yielding an unusable key
+    object) must end as auth.bad_signature, never as an accepted token."""
+    source = StaticKeySet({"rsa-1": VerifyKey("rsa-1", object(), frozenset({"RS256"}))})
+    v = JwtVerifier(policy(algorithms=["RS256"]), jwks=source)
+    with pytest.raises(Unauthorized) as info:
+        v.verify(rs_token(keys), now=NOW)
+    assert info.value.reason == "auth.bad_signature"
+
+
+def test_build_errors_name_the_missing_key_material(keys: Keys) -> None:
+    """Operators are told which key material is missing, not a bare error."""
+    with pytest.raises(JwtConfigError, match="^an HMAC algorithm is allowed but no secret is configured$"):
+        JwtVerifier(policy(algorithms=["HS256"]))
+    no_jwks = r"^an asymmetric algorithm is allowed but no key set \(JWKS\) is configured$"
+    with pytest.raises(JwtConfigError, match=no_jwks):
+        JwtVerifier(policy(algorithms=["RS256"]))
+    with pytest.raises(JwtConfigError, match="unusable HMAC secret"):
+        JwtVerifier(policy(), hs_secret=keys.public_forms("rsa")["pem"])

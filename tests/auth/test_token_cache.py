@@ -114,3 +114,32 @@ def test_key_removed_from_jwks_stops_cached_tokens(keys: Keys) -> None:
     assert reason_of(v, token, NOW) == "auth.unknown_kid"
     assert source.refreshes == 1
     assert v.cache_len == 0
+
+
+def test_key_removed_from_multi_key_jwks_stops_cached_tokens(keys: Keys) -> None:
+    """With several keys, the cache must remember *which* key vouched (by kid): removing that key
+    refuses its cached tokens while tokens of the other keys stay valid."""
+    source = MutableKeys({
+        "rsa-1": load_jwk(keys.rsa_jwk, frozenset({"RS256"})),
+        "ec-1": load_jwk(keys.ec_jwk, frozenset({"ES256"})),
+    })
+    pol = JwtPolicy(**{**policy().model_dump(), "algorithms": ["RS256", "ES256"]})
+    v = JwtVerifier(pol, jwks=source)
+    rs, es = rs_token(keys), rs_token(keys, "ES256", kid="ec-1")
+    v.verify(rs, now=NOW)
+    v.verify(es, now=NOW)
+    source.current = {"ec-1": source.current["ec-1"]}
+    assert reason_of(v, rs, NOW) == "auth.unknown_kid"
+    assert v.verify(es, now=NOW)["sub"] == "user-1"
+
+
+def test_key_removed_stops_cached_tokens_without_kid(keys: Keys) -> None:
+    """A kid-less token accepted because the key set had one key: once that key is gone the cached
+    token is refused (401, never another exception)."""
+    source = MutableKeys({"rsa-1": load_jwk(keys.rsa_jwk, frozenset({"RS256"}))})
+    v = JwtVerifier(JwtPolicy(**{**policy().model_dump(), "algorithms": ["RS256"]}), jwks=source)
+    token = rs_token(keys, kid=None)
+    v.verify(token, now=NOW)
+    assert v.cache_len == 1
+    source.current = {}
+    assert reason_of(v, token, NOW) == "auth.unknown_kid"
