@@ -80,6 +80,8 @@ def _constraints(field: Any) -> str:
             value = getattr(m, attr, None)
             if value is not None:
                 out.append(f"{word} `{value}`")
+    if field.description:  # a rule a validator enforces, stated where the key is
+        out.append(field.description)
     return ", ".join(out)
 
 
@@ -87,10 +89,21 @@ def _default(field: Any) -> str:
     if field.is_required():
         return "**required**"
     value = field.default
+    if value is PydanticUndefined and field.default_factory is not None:
+        # What the factory makes is the default a policy gets (`required_claims: [exp, sub]`),
+        # not "(empty)": the reference must say what a key left out means.
+        value = field.get_default(call_default_factory=True)
     if value is PydanticUndefined or value is None:
-        return "—" if field.default_factory is None else "(empty)"
+        return "—"
     if isinstance(value, BaseModel):
-        return "(see below)"
+        # A section's own default may differ from its model's (webhook_brute_force: 20 failures).
+        changed = [f"`{k}: {v}`" for k, v in value if v != type(value).model_fields[k].get_default(
+            call_default_factory=True)]
+        return "(see below)" + (", with " + ", ".join(changed) if changed else "")
+    if isinstance(value, list | tuple | dict | set | frozenset) and not value:
+        return "(empty)"
+    if isinstance(value, list | tuple):
+        return "`[" + ", ".join(str(v) for v in value) + "]`"
     return f"`{value}`"
 
 

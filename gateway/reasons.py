@@ -95,7 +95,8 @@ CATALOGUE: tuple[Reason, ...] = (
     R("auth.missing_token", 401, "jwt", "No bearer token was sent.",
       "Send `Authorization: Bearer <access token>`."),
     R("auth.invalid_token", 401, "jwt", "The token could not be verified.", "Sign in again."),
-    R("auth.malformed", 401, "jwt", "The Authorization header or token is not well formed.",
+    R("auth.malformed", 401, "jwt", "The Authorization header or token is not well formed (or a claim is: "
+      "`exp` not a number, `sub` not a string of 1 to 256 characters).",
       "Send `Authorization: Bearer <compact JWS>`, once."),
     R("auth.bad_header", 401, "jwt", "The token's header is invalid (e.g. an unexpected field).",
       "Use a token issued by the identity provider."),

@@ -21,6 +21,21 @@ def test_reference_names_every_route_key_and_section() -> None:
         assert key in text, key
 
 
+@pytest.mark.parametrize("row", [
+    # A default made by a factory is what a policy that leaves the key out gets: it must be shown.
+    "| `required_claims` | list of string | `[exp, sub]` | must include `exp` and `sub` |",
+    "| `algorithms` | list of string | `[HS256, RS256, ES256, EdDSA]` | min length `1` |",
+    "| `allow_methods` | list of string | `[GET, HEAD, POST]` |  |",
+    "| `expose_headers` | list of string | (empty) |  |",
+    # A section whose default differs from its model's says how.
+    "| `webhook_brute_force` | [BruteForcePolicy](#bruteforcepolicy) | (see below), with `max_failures: 20` |  |",
+    "| `brute_force` | [BruteForcePolicy](#bruteforcepolicy) | (see below) |  |",
+    "| `issuer` | string (optional) | — |  |",
+])
+def test_reference_shows_the_default_a_missing_key_gets(row: str) -> None:
+    assert row in policy_reference().splitlines()
+
+
 # The team's design brief lives outside the repository; no file may send a reader there.
 DESIGN_REF = re.compile(r"\bDESIGN\.md\b")
 

@@ -54,7 +54,8 @@ class JwtPolicy(BaseModel):
     jwks_refresh_seconds: int = Field(default=300, ge=5)
     jwks_cooldown_seconds: int = Field(default=30, ge=1)
     cache_size: int = Field(default=10000, ge=0, le=1_000_000)
-    required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
+    required_claims: list[str] = Field(
+        default_factory=lambda: ["exp", "sub"], description="must include `exp` and `sub`")
     # Role values the team uses (default: the four of the token contract). Routes may only name
     # these; a token whose role claim is missing or not one of them is refused with
     # 403 authz.unknown_role on every JWT route.
@@ -105,9 +106,12 @@ class JwtPolicy(BaseModel):
     @field_validator("required_claims")
     @classmethod
     def _required(cls, value: list[str]) -> list[str]:
-        # The issue makes `exp` mandatory: a token without an expiry would be valid forever.
-        if "exp" not in value:
-            raise ValueError('required_claims must include "exp"')
+        # `exp` is mandatory: a token without an expiry would be valid forever. `sub` too: the
+        # identity sent upstream, per-user rate limits, the access log and the audit all name the
+        # caller by it, and a token without one would be a user nobody can name.
+        for claim in ("exp", "sub"):
+            if claim not in value:
+                raise ValueError(f'required_claims must include "{claim}"')
         if any(not c for c in value):
             raise ValueError("required_claims entries must be non-empty")
         return list(dict.fromkeys(value))

@@ -26,6 +26,10 @@ from gateway.auth.jws import SignatureVerifier, parse_json_object
 from gateway.auth.keys import KeySource
 from gateway.errors import Unauthorized
 
+# The identity the upstream receives carries `sub` as a string of 1..256 characters; a token whose
+# subject it could not carry is refused here, not after a rate-limit hit, by the upstream.
+MAX_SUB_LENGTH = 256
+
 # (claims, exp, iat or None, kid or None, key object or None)
 _Entry = tuple[dict[str, Any], float, float | None, str | None, Any]
 
@@ -127,8 +131,10 @@ class JwtVerifier:
             raise Unauthorized("auth.bad_issuer", "token issuer not accepted")
         self._check_audience(claims.get("aud"))
         sub = claims.get("sub")
-        if sub is not None and not isinstance(sub, str):
+        if not isinstance(sub, str):  # present: "sub" is always required
             raise Unauthorized("auth.malformed", "claim sub is not a string")
+        if not 0 < len(sub) <= MAX_SUB_LENGTH:
+            raise Unauthorized("auth.malformed", f"claim sub is empty or over {MAX_SUB_LENGTH} characters")
         return exp, iat
 
     def _check_audience(self, aud: Any) -> None:

@@ -44,6 +44,8 @@ def test_duplicate_algorithms_collapse() -> None:
         pytest.param({"algorithms": ["ES521"]}, "unknown algorithm", id="es521"),
         pytest.param({"algorithms": ["HS256"], "extra": 1}, "Extra inputs", id="extra_field"),
         pytest.param({"algorithms": ["HS256"], "required_claims": ["sub"]}, '"exp"', id="exp_not_required"),
+        pytest.param({"algorithms": ["HS256"], "required_claims": ["exp"]}, '"sub"', id="sub_not_required"),
+        pytest.param({"algorithms": ["HS256"], "required_claims": []}, '"exp"', id="nothing_required"),
         pytest.param(
             {"algorithms": ["HS256"], "org_claim": "app_metadata..org"}, "claim path", id="bad_path"
         ),

@@ -340,6 +340,14 @@ def test_required_claims_from_policy() -> None:
     assert reason_of(v, hs_token(org_id=None)) == "auth.missing_claim"
 
 
+def test_a_subject_of_256_characters_is_the_longest_accepted() -> None:
+    """The bound is the identity contract's (1..256 characters, counted as characters, not bytes)."""
+    v = hs_verifier()
+    assert v.verify(hs_token(sub="u" * 256), now=NOW)["sub"] == "u" * 256
+    assert v.verify(hs_token(sub="é" * 256), now=NOW)["sub"] == "é" * 256
+    assert v.verify(hs_token(sub="u"), now=NOW)["sub"] == "u"
+
+
 def test_garbage_never_escapes_as_other_exception(keys: Keys) -> None:
     """Random mutations of valid tokens: only Unauthorized ever comes out."""
     import random
@@ -449,6 +457,14 @@ DETAIL_CASES = [
         id="aud_but_none_configured",
     ),
     pytest.param({}, lambda k: hs_token(sub=42), "auth.malformed", "claim sub is not a string", id="sub_int"),
+    pytest.param({}, lambda k: hs_token(sub=None), "auth.missing_claim", "token has no sub claim", id="sub_absent"),
+    pytest.param(
+        {}, lambda k: hs_token(sub=""), "auth.malformed", "claim sub is empty or over 256 characters", id="sub_empty"
+    ),
+    pytest.param(
+        {}, lambda k: hs_token(sub="u" * 257), "auth.malformed", "claim sub is empty or over 256 characters",
+        id="sub_over_256",
+    ),
     pytest.param(
         {"asym": True}, lambda k: rs_token(k, kid="nope"), "auth.unknown_kid", "token key is not known",
         id="unknown_kid",
