@@ -230,7 +230,7 @@ class Report:
                 "bars": [vars(b) for b in self.bars(sweep)],
                 "validation_cost_us_per_request": self.validation_cost_us()}
         if per_run is not None:
-            data["runs"] = per_run
+            data["per_run"] = per_run
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 

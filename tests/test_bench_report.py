@@ -324,8 +324,8 @@ def test_median_report_takes_each_figure_s_median_over_the_runs(tmp_path: Path) 
     out = tmp_path / "bench.json"
     med.write_json(out, [8, 64], {}, [[r.to_json() for r in rep.rows] for rep in rounds])
     data = json.loads(out.read_text())
-    assert data["meta"]["runs"] == 3 and [len(run) for run in data["runs"]] == [4, 4, 4]
-    assert [run[1]["wrk"]["rps"] for run in data["runs"]] == [6000, 9000, 7000]
+    assert data["meta"]["runs"] == 3 and [len(run) for run in data["per_run"]] == [4, 4, 4]
+    assert [run[1]["wrk"]["rps"] for run in data["per_run"]] == [6000, 9000, 7000]
 
 
 def test_a_run_with_errors_flags_the_median_and_a_skipped_run_is_left_out() -> None:
