@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,91 @@ def test_standard_webhooks_non_ascii_id_signed_refused_cleanly() -> None:
     assert_refused("webhook.bad_signature", call, sw_verifier(), headers=headers, body=BODY, now=TS)
 
 
+def test_standard_webhooks_rotation_any_match_passes_whatever_the_order() -> None:
+    good = sw_sign("msg_1", TS, BODY)
+    old = b"v1," + base64.b64encode(hmac.new(b"old-key-0123456789", b"msg_1.%d." % TS + BODY, hashlib.sha256).digest())
+    for sig in (good + b" " + old, old + b" " + good, b"v1,!!!not-base64!!! " + good, good + b" v1,!!!"):
+        assert call(sw_verifier(), headers=sw_headers("msg_1", TS, sig), body=BODY, now=TS) == "msg_1"
+
+
+def test_standard_webhooks_signature_with_stray_characters_is_refused() -> None:
+    b64 = sw_sign("msg_1", TS, BODY)[3:]
+    for sig in (b"v1,*" + b64, b"v1," + b64[:8] + b"!" + b64[8:], b"v1," + b64 + b"\x00"):
+        assert_refused("webhook.bad_signature", call, sw_verifier(), **_sw(webhook_signature=sig))
+
+
+def _sw_signed_stamp(stamp: bytes) -> dict[str, Any]:
+    """A delivery genuinely signed over `stamp`, exactly as the header carries it."""
+    mac = hmac.new(SW_KEY, b"msg_1." + stamp + b"." + BODY, hashlib.sha256).digest()
+    return _sw(webhook_timestamp=stamp, webhook_signature=b"v1," + base64.b64encode(mac))
+
+
+@pytest.mark.parametrize(
+    ("stamp", "now"),
+    [
+        pytest.param(b"+" + str(TS).encode(), TS, id="plus_sign"),
+        pytest.param(b"-" + str(TS).encode(), TS, id="minus_sign"),
+        pytest.param(str(TS).encode() + b".0", TS, id="decimal"),
+        pytest.param(b"1_700_000_000", TS, id="underscores"),
+        pytest.param(b"0x6553f100", TS, id="hex"),
+        pytest.param(b"1" * 13, int(b"1" * 13), id="thirteen_digits"),
+    ],
+)
+def test_standard_webhooks_signed_but_malformed_timestamp_is_refused(stamp: bytes, now: int) -> None:
+    # The signature is genuine and `now` matches it, so only the timestamp check can refuse it.
+    with pytest.raises(Unauthorized) as info:
+        call(sw_verifier(), **{**_sw_signed_stamp(stamp), "now": float(now)})
+    assert info.value.reason == "webhook.bad_signature"
+    assert "malformed webhook-timestamp header" in info.value.detail
+
+
+def test_standard_webhooks_twelve_digit_timestamp_is_well_formed() -> None:
+    stamp = b"9" * 12
+    kwargs = _sw_signed_stamp(stamp)
+    assert call(sw_verifier(), **{**kwargs, "now": float(int(stamp))}) == "msg_1"
+    # Well-formed but far from now: stale, not malformed.
+    assert_refused("webhook.stale", call, sw_verifier(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason", "detail"),
+    [
+        pytest.param(
+            _sw(webhook_id=None),
+            "webhook.bad_signature",
+            "missing webhook-id, webhook-timestamp or webhook-signature header",
+            id="missing",
+        ),
+        pytest.param(
+            _sw(webhook_timestamp=b"17e8"), "webhook.bad_signature", "malformed webhook-timestamp header", id="ts"
+        ),
+        pytest.param({**_sw(), "body": b""}, "webhook.bad_signature", "signature does not match", id="mismatch"),
+        pytest.param(_sw(now=TS + 301), "webhook.stale", "outside the accepted window", id="stale"),
+    ],
+)
+def test_standard_webhooks_refusal_names_the_cause(kwargs: dict[str, Any], reason: str, detail: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        call(sw_verifier(), **kwargs)
+    assert info.value.reason == reason
+    assert detail in info.value.detail
+
+
+def test_standard_webhooks_non_ascii_id_detail() -> None:
+    msg_id = "msg_é".encode()
+    mac = hmac.new(SW_KEY, msg_id + f".{TS}.".encode() + BODY, hashlib.sha256).digest()
+    headers = sw_headers("x", TS, b"v1," + base64.b64encode(mac))
+    headers[0] = (b"webhook-id", msg_id)
+    with pytest.raises(Unauthorized) as info:
+        call(sw_verifier(), headers=headers, body=BODY, now=TS)
+    assert "malformed webhook-id header" in info.value.detail
+
+
+def test_standard_webhooks_secret_without_whsec_prefix() -> None:
+    v = make_verifier(type="standard_webhooks", secret_env="SW", env={"SW": SW_SECRET.removeprefix("whsec_")})
+    assert call(v, **_sw()) == "msg_1"
+    assert_refused("webhook.bad_signature", call, v, **_sw(webhook_signature=sw_sign("msg_1", TS, BODY, b"k" * 24)))
+
+
 # --- hmac -------------------------------------------------------------------------------------------
 
 
@@ -300,6 +386,47 @@ def test_hmac_base64_with_prefix(algorithm: str) -> None:
     assert_refused("webhook.bad_signature", call, v, headers=[(b"x-sig", mac)], body=BODY)
 
 
+def b64_verifier() -> Verifier:
+    return make_verifier(
+        type="hmac",
+        secret_env="S",
+        header="X-Sig",
+        algorithm="sha256",
+        encoding="base64",
+        prefix="v0=",
+        env={"S": "base64-secret-0123456789"},
+    )
+
+
+def test_hmac_base64_with_stray_characters_is_refused() -> None:
+    mac = base64.b64encode(hmac.new(b"base64-secret-0123456789", BODY, "sha256").digest())
+    assert call(b64_verifier(), headers=[(b"x-sig", b"v0=" + mac)], body=BODY) is None
+    for bad in (b"v0=*" + mac, b"v0=" + mac[:10] + b"!" + mac[10:], b"v0=" + mac[:10] + b" " + mac[10:]):
+        assert_refused("webhook.bad_signature", call, b64_verifier(), headers=[(b"x-sig", bad)], body=BODY)
+
+
+@pytest.mark.parametrize(
+    ("verifier", "headers", "detail"),
+    [
+        pytest.param(chat_verifier, [], "missing X-Signature header", id="missing"),
+        pytest.param(chat_verifier, [(b"x-signature", b"zz")], "malformed X-Signature header", id="not_hex"),
+        pytest.param(b64_verifier, [(b"x-sig", b"sha256=AAAA")], "malformed X-Sig header", id="wrong_prefix"),
+        pytest.param(chat_verifier, [(b"x-signature", chat_sig(b"other"))], "signature does not match", id="mismatch"),
+        pytest.param(
+            chat_verifier,
+            [(b"x-signature", chat_sig(BODY)), (b"x-signature", chat_sig(BODY))],
+            "x-signature header repeated",
+            id="repeated",
+        ),
+    ],
+)
+def test_hmac_refusal_names_the_cause(verifier: Callable[[], Verifier], headers: list[tuple[bytes, bytes]], detail: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        call(verifier(), headers=headers, body=BODY)
+    assert info.value.reason == "webhook.bad_signature"
+    assert detail in info.value.detail
+
+
 # --- url_token --------------------------------------------------------------------------------------
 
 
@@ -327,6 +454,19 @@ def _one_char_off(token: str, i: int) -> str:
 )
 def test_url_token_refusals(path_params: dict[str, str]) -> None:
     assert_refused("webhook.bad_signature", call, token_verifier(), path_params=path_params, body=b"x=1")
+
+
+def test_url_token_refusal_names_the_cause() -> None:
+    with pytest.raises(Unauthorized) as info:
+        call(token_verifier(), path_params={"token": URL_TOKEN + "x"})
+    assert "webhook token does not match" in info.value.detail
+
+
+def test_url_token_may_use_every_url_safe_character() -> None:
+    token = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    v = make_verifier(type="url_token", secret_env="TOK", param="token", env={"TOK": token})
+    assert call(v, path_params={"token": token}) is None
+    assert_refused("webhook.bad_signature", call, v, path_params={"token": token[::-1]})
 
 
 # --- kommo_revoked ----------------------------------------------------------------------------------
@@ -371,6 +511,56 @@ def test_kommo_revoked_refusals(query: str) -> None:
 
 def test_kommo_revoked_ignores_unrelated_params() -> None:
     assert call(revoked_verifier(), query=GOOD_Q + "&utm=1") == f"revoked:{ACC}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        pytest.param(GOOD_Q + "&account_id=", id="blank_repeated_account_id"),
+        pytest.param(GOOD_Q + "&signature=", id="blank_repeated_signature"),
+        pytest.param(GOOD_Q + "&client_uuid=", id="blank_repeated_client_uuid"),
+        pytest.param("account_id=&" + GOOD_Q, id="blank_account_id_first"),
+    ],
+)
+def test_kommo_revoked_blank_repeat_is_still_a_repeat(query: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        call(revoked_verifier(), query=query)
+    assert info.value.reason == "webhook.bad_signature"
+    assert "exactly once" in info.value.detail
+
+
+def test_kommo_revoked_field_limit_boundary() -> None:
+    # 32 fields parse; the 33rd makes the query malformed, even around a valid signature.
+    padded = GOOD_Q + "".join(f"&utm{i}=1" for i in range(29))
+    assert call(revoked_verifier(), query=padded) == f"revoked:{ACC}"
+    with pytest.raises(Unauthorized) as info:
+        call(revoked_verifier(), query=padded + "&utm=1")
+    assert info.value.reason == "webhook.bad_signature"
+    assert "malformed query string" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        pytest.param(f"client_uuid={CLIENT_ID}&account_id={ACC}", "exactly once", id="missing"),
+        pytest.param(
+            f"client_uuid=other&account_id={ACC}&signature={revoked_sig(ACC, 'other')}",
+            "not signed for this integration",
+            id="other_client",
+        ),
+        pytest.param(f"client_uuid={CLIENT_ID}&account_id={ACC}&signature=xyz", "malformed signature", id="not_hex"),
+        pytest.param(
+            f"client_uuid={CLIENT_ID}&account_id={ACC}&signature={revoked_sig('1')}",
+            "signature does not match",
+            id="mismatch",
+        ),
+    ],
+)
+def test_kommo_revoked_refusal_names_the_cause(query: str, detail: str) -> None:
+    with pytest.raises(Unauthorized) as info:
+        call(revoked_verifier(), query=query)
+    assert info.value.reason == "webhook.bad_signature"
+    assert detail in info.value.detail
 
 
 # --- secrets at start-up ----------------------------------------------------------------------------
@@ -435,6 +625,47 @@ STRONG = "s3cr3t-value-with-32-bytes-xxxxx"
         ),
         pytest.param(
             CFG_SW,
+            {"SW_SECRET": "whsec_" + base64.b64encode(b"k" * 15).decode()},
+            True,
+            "SW_SECRET",
+            "decodes to fewer than 16 bytes; refused in production",
+            id="whsec_15_byte_key_in_production",
+        ),
+        pytest.param(CFG_SW, {"SW_SECRET": "whsec_"}, False, "SW_SECRET", "decodes to an empty key", id="whsec_empty"),
+        pytest.param(
+            CFG_TOKEN,
+            {"KOMMO_WEBHOOK_SECRET": "dev-only-token-0123456789abcdef"},
+            True,
+            "KOMMO_WEBHOOK_SECRET",
+            "development default",
+            id="token_dev_default_in_production",
+        ),
+        pytest.param(
+            CFG_TOKEN,
+            {"KOMMO_WEBHOOK_SECRET": "short-token"},
+            True,
+            "KOMMO_WEBHOOK_SECRET",
+            "shorter than 16 bytes",
+            id="token_short_in_production",
+        ),
+        pytest.param(
+            CFG_REVOKED,
+            {"KOMMO_CLIENT_ID": CLIENT_ID, "KOMMO_CLIENT_SECRET": "dev-only-client-secret-0123456789"},
+            True,
+            "KOMMO_CLIENT_SECRET",
+            "development default",
+            id="client_secret_dev_default_in_production",
+        ),
+        pytest.param(
+            CFG_REVOKED,
+            {"KOMMO_CLIENT_ID": CLIENT_ID, "KOMMO_CLIENT_SECRET": "short"},
+            True,
+            "KOMMO_CLIENT_SECRET",
+            "shorter than 16 bytes",
+            id="client_secret_short_in_production",
+        ),
+        pytest.param(
+            CFG_SW,
             {"SW_SECRET": "dev-only-whsec"},
             True,
             "SW_SECRET",
@@ -494,6 +725,24 @@ def test_production_accepts_strong_secrets() -> None:
         assert verifier.scheme == cfg["type"]
 
 
+def test_production_minimum_lengths_are_inclusive() -> None:
+    env = {
+        "KOMMO_CHANNEL_SECRET": "x" * 16,
+        "KOMMO_WEBHOOK_SECRET": "t" * 16,
+        "SW_SECRET": "whsec_" + base64.b64encode(b"k" * 16).decode(),
+        "KOMMO_CLIENT_ID": CLIENT_ID,
+        "KOMMO_CLIENT_SECRET": "c" * 16,
+    }
+    for cfg in (CFG_HMAC, CFG_TOKEN, CFG_SW, CFG_REVOKED):
+        verifier = compile_verifier(parse_webhook_config({**cfg, "source_ips": "any"}), env, production=True)
+        assert verifier.scheme == cfg["type"]
+
+
+def test_unknown_config_type_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="unknown webhook config object"):
+        compile_verifier(object(), {}, False)  # type: ignore[arg-type]
+
+
 def test_route_id_named_in_error() -> None:
     with pytest.raises(WebhookConfigError) as info:
         compile_webhook(
@@ -504,16 +753,20 @@ def test_route_id_named_in_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "verifier",
+    ("factory", "variable"),
     [
-        pytest.param(token_verifier(), id="url_token"),
-        pytest.param(chat_verifier(), id="hmac"),
-        pytest.param(sw_verifier(), id="standard_webhooks"),
-        pytest.param(revoked_verifier(), id="kommo_revoked"),
+        pytest.param(token_verifier, "TOK", id="url_token"),
+        pytest.param(chat_verifier, "CHAT", id="hmac"),
+        pytest.param(sw_verifier, "SW", id="standard_webhooks"),
+        pytest.param(revoked_verifier, "CSEC", id="kommo_revoked"),
     ],
 )
-def test_repr_and_errors_never_show_secrets(verifier: Verifier) -> None:
+def test_repr_and_errors_never_show_secrets(factory: Callable[[], Verifier], variable: str) -> None:
+    # Built inside the test, not at collection, so the compiled verifier is the code under test.
+    verifier = factory()
     text = repr(verifier)
+    # The repr names the variable an operator must look at, never its value.
+    assert f"secret=${variable})" in text
     for secret in (URL_TOKEN, CHAT_SECRET, SW_SECRET, SW_SECRET[6:], CLIENT_SECRET):
         assert secret not in text
     with pytest.raises(Unauthorized) as info:
