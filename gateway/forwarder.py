@@ -51,6 +51,7 @@ from gateway.h1pool import (
 )
 from gateway.pipeline.base import Message, Receive, Scope, Send
 from gateway.pipeline.bodylimit import ClientDisconnected, read_body
+from gateway.protocol import hold_head
 
 log = logging.getLogger("gateway.forwarder")
 # A request still running after this long gets a task watching for the client's disconnect; the
@@ -351,12 +352,18 @@ class Forwarder:
             # A sized answer (the common API case): its first piece is read before the head goes
             # out, so an upstream that dies right after its head still gets a clean 502.
             first = await resp.read_chunk(idle)
-            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-            scope["gateway.response_started"] = True
-            if scope["method"] == "HEAD" or not first or resp.complete:
-                await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else first})
-                return
-            await send({"type": "http.response.body", "body": first, "more_body": True})
+            # The head and that first piece leave in one send to the client.
+            hold = hold_head(scope)
+            try:
+                await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+                scope["gateway.response_started"] = True
+                if scope["method"] == "HEAD" or not first or resp.complete:
+                    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else first})
+                    return
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            finally:
+                if hold is not None:
+                    hold.release()
         else:
             # Chunked or close-delimited: a stream (Server-Sent Events, long poll). The head goes
             # out at once, then every piece as soon as it arrives.

@@ -59,6 +59,53 @@ def problem_bytes(err: GatewayError, rid: str | None = None) -> bytes:
     ])
 
 
+class HeadHold:
+    """One response's head held back so that it leaves with the first piece of the body: one
+    send to the client instead of two (uvloop writes each `transport.write` at once).
+
+    Stands in for the client transport of one request cycle. uvicorn writes a response head in
+    one `write` while it handles `http.response.start`: that write is kept. The next write (the
+    first body piece) sends both with one `writelines`, and the cycle gets its transport back.
+    `release()` (always called, in a `finally`) writes a head still held, so that whatever
+    happens the client receives exactly the bytes it would have, in the same order. Only for a
+    response whose first piece is already at hand: a stream's head must not wait for its body.
+    """
+
+    __slots__ = ("_cycle", "_real", "_head")
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+        self._real = cycle.transport
+        self._head: bytes | None = None
+        cycle.transport = self  # type: ignore[assignment]
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is None:
+            self._head = data
+            return
+        self._cycle.transport = self._real
+        self._head = None
+        self._real.writelines((head, data))
+
+    def release(self) -> None:
+        if self._cycle.transport is self:
+            self._cycle.transport = self._real
+            if self._head is not None:
+                head, self._head = self._head, None
+                self._real.write(head)
+
+    def __getattr__(self, name: str) -> Any:  # close(), is_closing(), ...: the real transport's
+        return getattr(self._real, name)
+
+
+def hold_head(scope: Any) -> HeadHold | None:
+    """A `HeadHold` on the client connection of `scope`; None outside a live server (tests that
+    call the app directly, `gateway explain`)."""
+    cycle = scope.get("gateway.cycle")
+    return None if cycle is None else HeadHold(cycle)
+
+
 def _drop(cycle: RequestResponseCycle) -> None:
     cycle.disconnected = True  # uvicorn: nothing more to send, nothing to log
     cycle.keep_alive = False
