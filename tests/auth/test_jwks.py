@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import respx
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from gateway.auth.jwks import MAX_JWKS_BYTES, JwksCache
 from gateway.auth.jwt_verifier import JwtVerifier
+from gateway.auth.keys import KeyRejected, StaticKeySet, VerifyKey, load_jwk, load_jwks
 from gateway.errors import Unauthorized
-from tests.auth.factories import NOW, Keys, policy, rs_token
+from tests.auth.factories import NOW, Keys, claims, key_set, policy, rs_token, sign_with
 
 URL = "https://idp.test/.well-known/jwks.json"
 ALGS = frozenset({"RS256", "ES256"})
@@ -304,3 +306,281 @@ async def test_slow_host_hits_total_deadline(
     await cache.start()
     assert not cache.ready
     assert cache.last_error and cache.last_error.startswith("TimeoutError")
+
+
+# --- load_jwk: every refusal names its reason (it goes to the log), and what a loaded key holds ---
+
+
+def _rejection(jwk: Any, allowed: frozenset[str] = ALGS) -> str:
+    with pytest.raises(KeyRejected) as info:
+        load_jwk(jwk, allowed)
+    return str(info.value)
+
+
+def test_load_jwk_refusals_name_their_reason(keys: Keys) -> None:
+    rsa_, ec_ = keys.rsa_jwk, keys.ec_jwk
+    okp = {k: v for k, v in keys.ed_jwk.items() if k != "alg"}
+    cases: list[tuple[Any, frozenset[str], str]] = [
+        ("not-an-object", ALGS, "not a JSON object"),
+        ({**rsa_, "kid": 5}, ALGS, "kid is not a string"),
+        ({**rsa_, "d": "AQAB"}, ALGS, "contains private key material"),
+        ({**rsa_, "oth": []}, ALGS, "contains private key material"),
+        ({**rsa_, "use": "enc"}, ALGS, "use is 'enc', not 'sig'"),
+        ({**rsa_, "key_ops": ["encrypt"]}, ALGS, "key_ops does not include 'verify'"),
+        ({**rsa_, "key_ops": "verify"}, ALGS, "key_ops does not include 'verify'"),
+        ({**ec_, "crv": "P-192", "alg": None}, ALGS, "unsupported EC curve 'P-192'"),
+        ({k: v for k, v in ec_.items() if k not in ("crv", "alg")}, ALGS, "unsupported EC curve None"),
+        ({**okp, "crv": "X25519"}, frozenset({"EdDSA"}), "unsupported OKP curve 'X25519'"),
+        ({k: v for k, v in okp.items() if k != "crv"}, frozenset({"EdDSA"}), "unsupported OKP curve None"),
+        # An HMAC secret (`k`) is refused as private material before its kty is looked at.
+        ({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ", "kid": "h"}, frozenset({"HS256"}),
+         "contains private key material"),
+        ({"kty": "oct", "kid": "h", "alg": "HS256"}, frozenset({"HS256"}),
+         "symmetric (oct) keys are never accepted from a key set"),
+        ({**rsa_, "kty": "DSA"}, ALGS, "unsupported kty 'DSA'"),
+        ({k: v for k, v in rsa_.items() if k != "kty"}, ALGS, "unsupported kty None"),
+        ({**ec_, "alg": "RS256"}, ALGS, "alg 'RS256' does not fit kty/crv"),
+        ({**ec_, "alg": "ES512"}, ALGS, "alg 'ES512' does not fit kty/crv"),
+        (rsa_, frozenset({"ES256"}), "no algorithm of this key is on the allowlist"),
+        ({**rsa_, "alg": "PS256"}, frozenset({"RS256"}), "no algorithm of this key is on the allowlist"),
+        (_small_rsa_jwk(), ALGS, "RSA key of 1024 bits is below 2048"),
+    ]
+    for jwk, allowed, reason in cases:
+        if isinstance(jwk, dict):
+            jwk = {k: v for k, v in jwk.items() if v is not None}
+        assert _rejection(jwk, allowed) == reason, jwk
+
+
+def test_unusable_key_material_names_the_error(keys: Keys) -> None:
+    reason = _rejection({**keys.rsa_jwk, "n": "AAAA"})
+    assert reason.startswith("unusable key material: ")
+    name = reason.removeprefix("unusable key material: ")
+    assert name.isidentifier() and name != "NoneType"
+
+
+def test_loaded_key_carries_its_kid_and_only_fitting_algorithms(keys: Keys) -> None:
+    rsa_key = load_jwk(keys.rsa_jwk, frozenset({"RS256", "PS256", "ES256"}))
+    assert (rsa_key.kid, rsa_key.algorithms) == ("rsa-1", frozenset({"RS256"}))  # its declared alg only
+    undeclared = {k: v for k, v in keys.rsa_jwk.items() if k != "alg"}
+    assert load_jwk(undeclared, frozenset({"RS256", "PS256", "ES256"})).algorithms == {"RS256", "PS256"}
+    ec_key = load_jwk(keys.ec_jwk, ALGS)
+    assert (ec_key.kid, ec_key.algorithms) == ("ec-1", frozenset({"ES256"}))
+    assert ec_key.key.public_numbers() == keys.ec.public_key().public_numbers()
+
+
+def test_ed448_key_without_alg_loads_and_verifies() -> None:
+    # Ed448 is an accepted OKP curve; pyjwt only guesses an algorithm for Ed25519, so the loader
+    # must name the algorithm itself when the JWK declares none.
+    private = ed448.Ed448PrivateKey.generate()
+    jwk = {**json.loads(OKPAlgorithm.to_jwk(private.public_key())), "kid": "ed448-1"}
+    assert "alg" not in jwk
+    loaded = load_jwk(jwk, frozenset({"EdDSA", "RS256"}))
+    assert (loaded.kid, loaded.algorithms) == ("ed448-1", frozenset({"EdDSA"}))
+    v = JwtVerifier(policy(algorithms=["EdDSA"]), jwks=StaticKeySet({"ed448-1": loaded}))
+    token = sign_with({"alg": "EdDSA", "typ": "JWT", "kid": "ed448-1"}, claims(), private)
+    assert v.verify(token, now=NOW)["sub"] == "user-1"
+    forged = sign_with({"alg": "EdDSA", "typ": "JWT", "kid": "ed448-1"}, claims(),
+                       ed448.Ed448PrivateKey.generate())
+    with pytest.raises(Unauthorized):
+        v.verify(forged, now=NOW)
+
+
+def test_a_jwk_without_kid_loads_under_the_empty_kid(keys: Keys) -> None:
+    # A configured single key may have no kid; load_jwks (a JWKS) refuses that, load_jwk does not.
+    jwk = {k: v for k, v in keys.rsa_jwk.items() if k != "kid"}
+    assert load_jwk(jwk, ALGS).kid == ""
+
+
+# --- load_jwks: the document, kids, reuse of unchanged keys, and the log line per skipped key ---
+
+
+@pytest.mark.parametrize("document", [{"keys": "x"}, {"keys": {}}, {"key": []}, [1], "keys", None])
+def test_load_jwks_refuses_a_document_that_is_not_a_key_set(document: Any) -> None:
+    with pytest.raises(KeyRejected) as info:
+        load_jwks(document, ALGS)
+    assert str(info.value) == 'JWKS is not an object with a "keys" list'
+
+
+def test_load_jwks_skips_keys_without_a_usable_kid_and_logs_why(
+    keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = doc(
+        {**keys.rsa_jwk, "kid": ""},
+        {k: v for k, v in keys.rsa_jwk.items() if k != "kid"},
+        {**keys.rsa_jwk, "kid": 7},
+        {**keys.ec_jwk, "kid": "dup"},
+        {**keys.rsa_jwk, "kid": "dup"},
+        {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"},
+        keys.ec_jwk,
+    )
+    with caplog.at_level(logging.WARNING, logger="gateway.auth.keys"):
+        loaded, raw = load_jwks(document, ALGS)
+    assert set(loaded) == {"ec-1"} and set(raw) == {"ec-1"}
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.auth.keys"] == [
+        "jwks key 0 skipped: missing kid",
+        "jwks key 1 skipped: missing kid",
+        "jwks key 2 skipped: missing kid",
+        "jwks key 3 skipped: duplicate kid 'dup'",
+        "jwks key 4 skipped: duplicate kid 'dup'",
+        "jwks key 5 skipped: contains private key material",
+    ]
+
+
+def test_load_jwks_reloads_an_unchanged_jwk_that_has_no_previous_key(keys: Keys) -> None:
+    first, raw = load_jwks(doc(keys.rsa_jwk), ALGS)
+    again, _ = load_jwks(doc(keys.rsa_jwk), ALGS, first, raw)
+    assert again["rsa-1"] is first["rsa-1"]
+    # The raw JWK matches but its key object is gone: load it again, with the same allowlist.
+    fresh, _ = load_jwks(doc(keys.rsa_jwk), frozenset({"RS256"}), {}, raw)
+    assert isinstance(fresh["rsa-1"], VerifyKey)
+    assert (fresh["rsa-1"].kid, fresh["rsa-1"].algorithms) == ("rsa-1", frozenset({"RS256"}))
+    assert load_jwks(doc(keys.rsa_jwk), frozenset({"ES256"}), {}, raw)[0] == {}
+
+
+async def test_static_key_set_never_refreshes(keys: Keys) -> None:
+    static = key_set(keys)
+    assert static.request_refresh() is False
+    assert await static.await_refresh() is False
+    v = JwtVerifier(policy(algorithms=["RS256"]), jwks=StaticKeySet({}))
+    with pytest.raises(Unauthorized):
+        v.verify(rs_token(keys), now=NOW)
+    assert await v.await_new_keys() is False
+
+
+# --- JwksCache: how it fetches, what it reports ---------------------------------------------------
+
+
+class ChunkedStream(httpx.AsyncByteStream):
+    """A response body delivered in several chunks, as a real JWKS host may send it."""
+
+    def __init__(self, body: bytes, size: int) -> None:
+        self.chunks = [body[i:i + size] for i in range(0, len(body), size)]
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+def padded(document: dict[str, Any], total: int) -> bytes:
+    body = json.dumps(document).encode()
+    return body[:-1] + b" " * (total - len(body)) + b"}"
+
+
+async def test_redirect_is_not_followed_even_by_a_client_that_would(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    evil = "https://evil.test/jwks.json"
+    respx_mock.get(URL).respond(307, headers={"Location": evil})
+    elsewhere = respx_mock.get(evil).respond(200, json=doc(keys.rsa_jwk))
+    async with httpx.AsyncClient(follow_redirects=True) as client:
+        cache = make_cache(client=client)
+        await cache.start()
+        assert not cache.ready
+        assert not elsewhere.called
+        assert cache.last_error == "KeyRejected: HTTP 307"
+
+
+async def test_fetch_asks_for_json_and_counts_fetches(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    route = respx_mock.get(URL).respond(200, json=doc(keys.ec_jwk))
+    cache = make_cache()
+    assert (cache.fetches, cache.last_error, cache.last_success) == (0, None, None)
+    await cache.start()
+    assert route.calls.last.request.headers["accept"] == "application/json"
+    assert route.calls.last.request.method == "GET"
+    assert cache.fetches == 1
+    assert await cache.refresh() is True
+    assert cache.fetches == 2
+    assert cache.last_error is None and isinstance(cache.last_success, float)
+
+
+async def test_redirect_is_not_followed(respx_mock: respx.MockRouter, keys: Keys, make_cache: Any) -> None:
+    evil = "https://evil.test/jwks.json"
+    respx_mock.get(URL).respond(302, headers={"Location": evil})
+    elsewhere = respx_mock.get(evil).respond(200, json=doc(keys.rsa_jwk))
+    cache = make_cache()
+    await cache.start()
+    assert not cache.ready
+    assert not elsewhere.called
+    assert cache.last_error == "KeyRejected: HTTP 302"
+
+
+async def test_failure_is_recorded_and_logged_then_cleared_by_a_success(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = respx_mock.get(URL).respond(200, json=doc(keys.ec_jwk))
+    cache = make_cache()
+    await cache.start()
+    route.respond(503)
+    with caplog.at_level(logging.WARNING, logger="gateway.auth.jwks"):
+        assert await cache.refresh() is False
+    assert cache.last_error == "KeyRejected: HTTP 503"
+    assert [r.getMessage() for r in caplog.records if r.name == "gateway.auth.jwks"] == [
+        f"jwks fetch from {URL} failed, keeping 1 keys: KeyRejected: HTTP 503"
+    ]
+    route.respond(200, json={"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "h"}]})
+    assert await cache.refresh() is False
+    assert cache.last_error == "KeyRejected: no usable key in the set"
+    route.respond(200, json=doc(keys.ec_jwk))
+    assert await cache.refresh() is True
+    assert cache.last_error is None
+
+
+async def test_body_in_chunks_is_assembled(respx_mock: respx.MockRouter, keys: Keys, make_cache: Any) -> None:
+    body = json.dumps(doc(keys.rsa_jwk, keys.ec_jwk)).encode()
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, stream=ChunkedStream(body, 64)))
+    cache = make_cache()
+    await cache.start()
+    assert set(cache.keys) == {"rsa-1", "ec-1"}
+
+
+async def test_size_cap_counts_the_whole_body_not_each_chunk(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    body = padded(doc(keys.ec_jwk), MAX_JWKS_BYTES + 1)
+    respx_mock.get(URL).mock(return_value=httpx.Response(200, stream=ChunkedStream(body, 4096)))
+    cache = make_cache()
+    await cache.start()
+    assert not cache.ready
+    assert cache.last_error == f"KeyRejected: JWKS larger than {MAX_JWKS_BYTES} bytes"
+
+
+async def test_body_of_exactly_the_cap_is_accepted(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    body = padded(doc(keys.ec_jwk), MAX_JWKS_BYTES)
+    assert len(body) == MAX_JWKS_BYTES
+    respx_mock.get(URL).respond(200, content=body)
+    cache = make_cache()
+    await cache.start()
+    assert set(cache.keys) == {"ec-1"}
+
+
+async def test_unknown_kid_before_any_fetch_schedules_one(
+    respx_mock: respx.MockRouter, keys: Keys, make_cache: Any
+) -> None:
+    route = respx_mock.get(URL).respond(200, json=doc(keys.ec_jwk))
+    clock = FakeClock()
+    cache = make_cache(clock=clock)
+    assert cache.request_refresh() is True
+    assert await cache.await_refresh() is True
+    assert route.call_count == 1 and set(cache.keys) == {"ec-1"}
+    # The finished fetch no longer counts as in flight: after the cool-down another one may run.
+    assert not cache._pending
+    clock.now += 31
+    assert cache.request_refresh() is True
+    assert await cache.await_refresh() is False  # same key set
+    assert route.call_count == 2
+
+
+async def test_own_client_has_the_deadline_and_is_closed_a_given_one_is_not(make_cache: Any) -> None:
+    own = make_cache(http_timeout=0.5)
+    assert own._client.timeout == httpx.Timeout(0.5)
+    assert own._client.follow_redirects is False
+    await own.close()
+    assert own._client.is_closed
+    async with httpx.AsyncClient() as client:
+        given = make_cache(client=client)
+        await given.close()
+        assert not client.is_closed
