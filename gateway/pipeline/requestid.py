@@ -24,6 +24,7 @@ from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.logs import CURRENT_REQUEST
 from gateway.pipeline.base import ASGIApp, Message, Receive, Scope, Send, send_problem
 from gateway.pipeline.bodylimit import ClientDisconnected
+from gateway.protocol import hold_head
 from gateway.tracing import Tracer
 
 log = logging.getLogger("gateway.request")
@@ -163,7 +164,12 @@ class RequestIdStage:
             ctx.status = ctx.status or 502
             raise err
         ctx.status = err.status
-        await send_problem(send, err, ctx.request_id, ctx.response_headers, head=scope["method"] == "HEAD")
+        hold = hold_head(scope)  # a refusal too leaves in one send (a flood of 401s is the case)
+        try:
+            await send_problem(send, err, ctx.request_id, ctx.response_headers, head=scope["method"] == "HEAD")
+        finally:
+            if hold is not None:
+                hold.release()
 
 
 def _counting(send: Send, receive: Receive, ctx: RequestContext) -> tuple[Send, Receive]:

@@ -202,3 +202,25 @@ async def test_a_streams_head_is_never_held_back() -> None:
     assert kinds[0] == "write" and "writelines" not in kinds, t.calls
     assert t.calls[0][1].startswith(b"HTTP/1.1 200 OK\r\n") and t.calls[0][1].endswith(b"\r\n\r\n")
     assert b"data: 1" in t.wire and c.transport is t
+
+
+async def test_a_refusal_leaves_in_one_send() -> None:
+    """The pipeline's problem+json answers (a flood of 401s or 429s) are held the same way."""
+    from gateway.errors import Unauthorized
+    from gateway.pipeline.requestid import RequestIdStage
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        raise Unauthorized("auth.missing_token", "no token")
+
+    policy = SimpleNamespace(limits=SimpleNamespace(max_in_flight=100, max_in_flight_per_org=8), sections={})
+    stage = RequestIdStage(refuse, lambda: policy, [])
+    t = Recorder()
+    c = cycle_over(t)
+    scope: Any = dict(c.scope, headers=[], client=("203.0.113.9", 5000), path="/v1/x", query_string=b"")
+    scope["gateway.cycle"] = c
+    c.scope = scope
+    await stage(scope, lambda: None, c.send)  # type: ignore[arg-type]
+    assert [kind for kind, _ in t.calls] == ["writelines"], t.calls
+    head, _, body = t.wire.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 401 ") and b"application/problem+json" in head
+    assert b"auth.missing_token" in body and c.transport is t and c.response_complete
