@@ -12,6 +12,7 @@ from typing import Any
 
 from gateway.accesslog import AccessLog
 from gateway.audit import AuditKeyError, AuditKeys, AuditLog
+from gateway.audit.fold import DenialFolder
 from gateway.auth import IdentitySigner, JwksCache, JwtPolicy, JwtVerifier
 from gateway.auth.sources import bind_algorithms, build_verifier
 from gateway.clientaddr import TrustedProxies
@@ -80,6 +81,7 @@ class Gateway:
             self._audit_key_error, audit_keys = exc, AuditKeys.parse(None)
         self.audit = AuditLog(settings.audit_log, max_bytes=audit_spec.max_bytes, backups=audit_spec.backups,
                               on_failure=audit_spec.on_failure, on_dropped=self.metrics.audit_dropped,
+                              fold=DenialFolder(audit_spec.denial_lines_per_second, audit_spec.denial_burst),
                               on_failed=self.metrics.audit_failure,
                               keys=audit_keys,
                               checkpoints=settings.audit_checkpoints,

@@ -109,7 +109,7 @@ def _default(field: Any) -> str:
 
 def _model_table(model: type[BaseModel], overrides: dict[tuple[type[BaseModel], str], Any],
                  queue: list[type[BaseModel]]) -> list[str]:
-    doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())  # one line, single spaces
     lines = [f"### {model.__name__}", ""]
     if doc and not doc.startswith("Usage docs") and "A base class" not in doc:
         lines += [doc, ""]

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from gateway.audit.chain import Sink, StreamSink
 from gateway.audit.checkpoints import CheckpointWriter
 from gateway.audit.filesink import FileSink
+from gateway.audit.fold import DenialFolder
 from gateway.audit.keys import AuditKeys
 from gateway.audit.records import rfc3339_now, sanitize
 from gateway.logs import take_batch
@@ -66,6 +67,7 @@ class AuditLog:
         checkpoint_interval: float = 30.0,
         redis_url: str | None = None,
         on_segment: Callable[[int], None] | None = None,
+        fold: DenialFolder | None = None,
     ) -> None:
         if on_failure not in ("continue", "refuse"):
             raise ValueError(f"on_failure must be 'continue' or 'refuse', not {on_failure!r}")
@@ -78,6 +80,7 @@ class AuditLog:
         self.keys = keys if keys is not None else AuditKeys.parse(None)
         self.checkpoint_interval = checkpoint_interval
         self._on_segment = on_segment
+        self._fold = fold
         self.segments = 0
         self.checkpoints_path: str | None = None
         if path:
@@ -158,14 +161,27 @@ class AuditLog:
 
     def _run(self) -> None:
         next_checkpoint = time.monotonic() + self.checkpoint_interval
+        fold = self._fold
         while True:
+            wake = next_checkpoint
+            if fold is not None and fold.deadline is not None:
+                wake = min(wake, fold.deadline)
             try:
-                item = self._queue.get(timeout=max(0.0, next_checkpoint - time.monotonic()))
+                item = self._queue.get(timeout=max(0.0, wake - time.monotonic()))
             except queue.Empty:
-                self._checkpoint()
-                next_checkpoint = time.monotonic() + self.checkpoint_interval
+                if fold is not None and fold.due():
+                    self._write(fold.drain())
+                if time.monotonic() >= next_checkpoint:
+                    self._checkpoint()
+                    next_checkpoint = time.monotonic() + self.checkpoint_interval
                 continue
             batch, stop = take_batch(self._queue, item, _BATCH, _STOP)
+            if fold is not None:
+                # Denials past the rate are counted, and their summaries written when due (and
+                # at shutdown: nothing folded is ever left unwritten).
+                batch = [record for record in batch if fold.admit(record)]
+                if stop or fold.due():
+                    batch.extend(fold.drain())
             if batch:
                 self._write(batch)
             if time.monotonic() >= next_checkpoint:

@@ -84,9 +84,16 @@ class Limits(Strict):
 
 
 class AuditSpec(Strict):
+    """The audit trail's sink policy, rotation, and how many denials get a line each: past
+    `denial_lines_per_second` (burst `denial_burst`) per process, denials are counted into one
+    `request.denials_folded` record per reason, route, address and subject every 10 s, so a flood
+    cannot rotate the trail away."""
+
     on_failure: Literal["continue", "refuse"] = "continue"
     max_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
     backups: int = Field(default=10, ge=1, le=1000)
+    denial_lines_per_second: float = Field(default=20.0, gt=0, le=100_000)
+    denial_burst: int = Field(default=200, ge=1, le=1_000_000)
 
 
 class ApiSpec(Strict):
