@@ -11,6 +11,7 @@ import logging
 import queue
 import re
 import sys
+import threading
 import time
 from contextvars import ContextVar
 from typing import Any
@@ -49,8 +50,80 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+class BackgroundHandler(logging.Handler):
+    """Formats a record where it is logged (the request's ids are context variables there) and
+    queues the line; a writer thread writes whole lines to `fd` (stderr).
+
+    A `StreamHandler` on stderr writes from the event loop: once whoever reads stderr falls behind
+    (a container log driver, a stalled pipe) and the pipe is full, the write blocks the loop and
+    the worker stops answering everyone. Every denial logs a line at the default level, so a
+    flood of refused requests could do it (measured: 273 refusals filled a pipe nobody read, then
+    a valid request timed out). Here the loop only appends to a bounded queue; when `queue_size`
+    lines are waiting, lines are dropped and counted, and the writer says how many once stderr
+    takes lines again, so a gap in the log is never silent."""
+
+    def __init__(self, fd: int = 2, queue_size: int = 10000) -> None:
+        super().__init__()
+        from gateway.accesslog import write_lines  # whole lines, never interleaved with another worker's
+
+        self._write_lines = write_lines
+        self.fd = fd
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
+        self.dropped = 0
+        self._reported = 0
+        self._thread = threading.Thread(target=self._run, name="server-log", daemon=True)
+        self._thread.start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = (self.format(record) + "\n").encode("utf-8", "replace")
+        except Exception:  # noqa: BLE001 - a record that cannot be formatted: logging's own report
+            self.handleError(record)
+            return
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            batch, stop = take_batch(q, q.get(), 512, None)
+            dropped = self.dropped
+            if dropped != self._reported:
+                now = time.time()
+                note = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
+                        "level": "warning",
+                        "logger": "gateway.logs", "msg": f"{dropped - self._reported} log lines dropped: "
+                        f"stderr did not keep up ({dropped} since start)", "event": "log.dropped"}
+                batch.append((json.dumps(note, separators=(",", ":")) + "\n").encode())
+                self._reported = dropped
+            try:
+                self._write_lines(self.fd, batch)
+            except OSError:
+                pass  # stderr gone: nowhere to say so
+            if stop:
+                return
+
+    def flush(self) -> None:
+        """Wait (at most 2 s) until what was queued is written: at exit, nothing queued is lost
+        unless stderr itself is stuck."""
+        deadline = time.monotonic() + 2
+        while not self._queue.empty() and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=2)
+            except queue.Full:
+                pass
+            self._thread.join(2)
+        super().close()
+
+
 def setup_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BackgroundHandler(sys.stderr.fileno())
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

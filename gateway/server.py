@@ -158,7 +158,12 @@ def _worker_entry(settings_json: str, fd: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: early.append(s))
     settings = Settings.model_validate_json(settings_json)
-    run_worker(settings, fd, early)
+    try:
+        run_worker(settings, fd, early)
+    finally:
+        # multiprocessing ends a forked worker with os._exit (no atexit): write the log lines
+        # still queued for stderr (gateway/logs.py BackgroundHandler) before it goes.
+        logging.shutdown()
 
 
 def serve(settings: Settings) -> int:

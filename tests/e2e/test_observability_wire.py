@@ -210,6 +210,40 @@ def test_a_stdout_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: 
         os.close(r)
 
 
+def test_a_stderr_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: Proc) -> None:
+    """Every denial logs a line to stderr at the default level. With stderr a pipe whose reader
+    stopped, a flood of refused requests used to block the event loop once the pipe was full (273
+    refusals, then every request timed out). Now the refusals and the valid requests after them
+    are answered, and once the reader is back every line arrives whole."""
+    r, w = os.pipe()
+    gw = start_gateway(policy, upstream.url, {"GATEWAY_LOG_LEVEL": "info", "GATEWAY_ACCESS_LOG": "off"}, stderr=w)
+    os.close(w)
+    try:
+        refused = []
+        with httpx.Client(timeout=10) as client:  # ~240 bytes a line: 800 lines are 3x the pipe
+            for i in range(800):
+                resp = client.get(f"{gw.url}/v1/nothing-here/{i}")
+                assert resp.status_code == 404
+                refused.append(resp.headers["x-request-id"])
+            assert [client.get(f"{gw.url}/v1/echo").status_code for _ in range(20)] == [200] * 20
+        queued = array.array("i", [0])
+        fcntl.ioctl(r, termios.FIONREAD, queued)
+        assert queued[0] >= 40_000, queued[0]  # the pipe really is full
+        seen: set[str] = set()
+        buf = b""
+        deadline = time.monotonic() + 30
+        while not set(refused) <= seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([r], [], [], 0.5)
+            if ready:
+                buf += os.read(r, 1 << 16)
+                *whole, buf = buf.split(b"\n")
+                seen.update(str(json.loads(x).get("request_id")) for x in whole if x)  # every line whole JSON
+        assert set(refused) <= seen
+    finally:
+        gw.stop()
+        os.close(r)
+
+
 # --- trace context -------------------------------------------------------------------------------
 
 

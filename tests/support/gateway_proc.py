@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tests.support.procs import free_port, wait_port
 
@@ -42,14 +43,16 @@ def write_policy(directory: str | Path, **files: str) -> Path:
 class Proc:
     """A child process with its port and captured output."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path, stdout: int | None = None) -> None:
-        """`stdout`: a descriptor for the child's stdout (a pipe the test holds); stderr still goes
-        to `log`. By default both go to `log`."""
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log: Path, stdout: int | None = None,
+                 stderr: int | None = None) -> None:
+        """`stdout` / `stderr`: a descriptor for the child's stdout or stderr (a pipe the test
+        holds); whichever is not given goes to `log`."""
         self.port = port
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115
+        err: Any = stderr if stderr is not None else (subprocess.STDOUT if stdout is None else self._log)
         self.proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=self._log if stdout is None else stdout,
-                                     stderr=subprocess.STDOUT if stdout is None else self._log)
+                                     stderr=err)
 
     @property
     def url(self) -> str:
@@ -98,13 +101,13 @@ def echo_upstream() -> Iterator[Proc]:
 
 
 def start_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None,
-                  wait: bool = True, stdout: int | None = None) -> Proc:
+                  wait: bool = True, stdout: int | None = None, stderr: int | None = None) -> Proc:
     port = free_port()
     admin = free_port()
     full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
                  "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
     log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
-    p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout)
+    p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout, stderr)
     p.admin_port = admin  # type: ignore[attr-defined]
     if wait:
         try:

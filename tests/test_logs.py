@@ -1,0 +1,131 @@
+"""The server log (gateway/logs.py): JSON lines to stderr written by a thread, so a stderr that
+nobody reads can never block the event loop; lines dropped meanwhile are counted and reported."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import termios
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gateway.logs import CURRENT_REQUEST, BackgroundHandler, JsonFormatter
+
+
+def pending(fd: int) -> int:
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), "little")
+
+
+def drain(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except BlockingIOError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def logger_to(handler: logging.Handler, name: str) -> logging.Logger:
+    handler.setFormatter(JsonFormatter())
+    lg = logging.getLogger(name)
+    lg.handlers[:] = [handler]
+    lg.propagate = False
+    lg.setLevel(logging.INFO)
+    return lg
+
+
+def test_lines_are_whole_json_in_order_with_the_request_ids(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    h = BackgroundHandler(w)
+    lg = logger_to(h, "test.logs.order")
+    token = CURRENT_REQUEST.set(("rid-1", "trace-1"))
+    try:
+        for i in range(200):
+            lg.info("line %d", i, extra={"reason": "auth.missing_token"})
+    finally:
+        CURRENT_REQUEST.reset(token)
+    h.flush()
+    h.close()
+    lines = [json.loads(x) for x in drain(r).splitlines()]
+    assert [x["msg"] for x in lines] == [f"line {i}" for i in range(200)]
+    assert all(x["request_id"] == "rid-1" and x["trace_id"] == "trace-1" for x in lines)  # formatted at the call
+    assert lines[0]["level"] == "info" and lines[0]["reason"] == "auth.missing_token"
+
+
+def test_a_full_stderr_never_blocks_the_caller_and_the_gap_is_reported(pipe: tuple[int, int]) -> None:
+    """Nobody reads the pipe: the caller still returns at once for every line; the lines that did
+    not fit are dropped and counted, and a warning says how many once the pipe takes lines."""
+    r, w = pipe
+    h = BackgroundHandler(w, queue_size=100)
+    lg = logger_to(h, "test.logs.full")
+    done = threading.Event()
+
+    def flood() -> None:
+        for i in range(20000):
+            lg.info("GET - -> 404 route.not_found %d", i)
+        done.set()
+
+    t = threading.Thread(target=flood, daemon=True)
+    t.start()
+    # A blocking write would hang here for good; 60 s only bounds a broken build's failure.
+    assert done.wait(60), "logging blocked on a full stderr"
+    assert pending(r) > 60000  # the pipe really is full
+    assert h.dropped > 0
+    got = drain(r)  # the reader comes back: the writer carries on and reports the gap
+    for _ in range(600):
+        got += drain(r)
+        if b"log.dropped" in got:
+            break
+        threading.Event().wait(0.05)
+    h.close()
+    got += drain(r)
+    lines = [json.loads(x) for x in got.splitlines()]  # every line whole
+    notes = [x for x in lines if x.get("event") == "log.dropped"]
+    assert notes and notes[0]["level"] == "warning" and "stderr did not keep up" in notes[0]["msg"]
+    reported = sum(int(x["msg"].split()[0]) for x in notes)
+    assert reported == h.dropped
+    assert len(lines) - len(notes) + h.dropped == 20000  # written + dropped = logged
+
+
+def test_close_writes_what_is_queued(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    h = BackgroundHandler(w)
+    lg = logger_to(h, "test.logs.close")
+    for i in range(50):
+        lg.warning("w %d", i)
+    h.close()
+    assert len(drain(r).splitlines()) == 50
+
+
+def test_a_record_that_cannot_be_formatted_is_reported_not_raised(pipe: tuple[int, int],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    r, w = pipe
+    h = BackgroundHandler(w)
+    lg = logger_to(h, "test.logs.bad")
+    seen: list[Any] = []
+    monkeypatch.setattr(h, "handleError", lambda record: seen.append(record.msg))
+    lg.info("%d", "not a number")  # the message cannot be formatted
+    lg.info("fine")
+    h.close()
+    assert seen == ["%d"]
+    assert [json.loads(x)["msg"] for x in drain(r).splitlines()] == ["fine"]
