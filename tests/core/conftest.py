@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from gateway.context import RequestContext
 from tests.support.gateway_proc import Proc, echo_upstream, gateway, write_policy
 
 CORE_POLICY = """
@@ -43,3 +46,17 @@ def core_policy(tmp_path_factory: pytest.TempPathFactory) -> str:
 def gw(upstream: Proc, core_policy: str) -> Iterator[Proc]:
     with gateway(core_policy, upstream.url) as g:
         yield g
+
+
+def forwarder_scope(upstream_port: int, method: str = "GET", upstream_path: str = "/x",
+                    **extra: Any) -> dict[str, Any]:
+    """An ASGI scope the Forwarder accepts on its own (no pipeline before it): a request context
+    with a minimal policy and route aimed at 127.0.0.1:`upstream_port`, plus `extra` scope keys."""
+    policy = SimpleNamespace(
+        upstream=SimpleNamespace(url=f"http://127.0.0.1:{upstream_port}", pool_wait=1.0),
+        limits=SimpleNamespace(max_in_flight_per_org=8), sections={})
+    route = SimpleNamespace(forward_token=False, request_buffering=True, connect_timeout=5.0,
+                            total_timeout=30.0, stream_idle_timeout=30.0)
+    ctx = RequestContext("r" * 24, "203.0.113.9", policy)  # type: ignore[arg-type]
+    ctx.route, ctx.upstream_path, ctx.query_string = route, upstream_path, b""
+    return {"type": "http", "method": method, "headers": [(b"host", b"gw")], "gateway": ctx, **extra}

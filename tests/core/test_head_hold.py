@@ -18,9 +18,9 @@ import pytest
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from gateway.context import RequestContext
 from gateway.forwarder import Forwarder
 from gateway.protocol import HeadHold, hold_head
+from tests.core.conftest import forwarder_scope
 
 START = {"type": "http.response.start", "status": 200,
          "headers": [(b"content-type", b"application/json"), (b"content-length", b"11")]}
@@ -158,15 +158,7 @@ async def forward_into(cycle: RequestResponseCycle, answer: bytes, method: str =
 
     server = await asyncio.start_server(upstream, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    policy = SimpleNamespace(
-        upstream=SimpleNamespace(url=f"http://127.0.0.1:{port}", pool_wait=1.0),
-        limits=SimpleNamespace(max_in_flight_per_org=8), sections={})
-    route = SimpleNamespace(forward_token=False, request_buffering=True, connect_timeout=5.0,
-                            total_timeout=30.0, stream_idle_timeout=30.0)
-    ctx = RequestContext("r" * 24, "203.0.113.9", policy)  # type: ignore[arg-type]
-    ctx.route, ctx.upstream_path, ctx.query_string = route, "/x", b""
-    scope = {"type": "http", "method": method, "headers": [(b"host", b"gw")], "gateway": ctx,
-             "gateway.cycle": cycle}
+    scope = forwarder_scope(port, method, **{"gateway.cycle": cycle})
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.core.conftest import forwarder_scope
 from tests.support.gateway_proc import Proc, gateway, write_policy
 from tests.support.rogue_upstream import RogueUpstream, wait_closed
 
@@ -150,9 +151,7 @@ async def test_under_another_asgi_server_http_disconnect_aborts_the_upstream() -
     """Without the gateway's protocol in the scope (another ASGI server), the forwarder watches
     `receive()`: an `http.disconnect` aborts the upstream exchange and closes that connection."""
     import asyncio
-    from types import SimpleNamespace
 
-    from gateway.context import RequestContext
     from gateway.forwarder import Forwarder
     from gateway.pipeline.bodylimit import ClientDisconnected
 
@@ -166,14 +165,7 @@ async def test_under_another_asgi_server_http_disconnect_aborts_the_upstream() -
 
     server = await asyncio.start_server(silent_upstream, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    policy = SimpleNamespace(
-        upstream=SimpleNamespace(url=f"http://127.0.0.1:{port}", pool_wait=1.0),
-        limits=SimpleNamespace(max_in_flight_per_org=8), sections={})
-    route = SimpleNamespace(forward_token=False, request_buffering=True, connect_timeout=2.0,
-                            total_timeout=30.0, stream_idle_timeout=30.0)
-    ctx = RequestContext("r" * 24, "203.0.113.9", policy)  # type: ignore[arg-type]
-    ctx.route, ctx.upstream_path, ctx.query_string = route, "/hang", b""
-    scope = {"type": "http", "method": "GET", "headers": [(b"host", b"gw")], "gateway": ctx}
+    scope = forwarder_scope(port, upstream_path="/hang")
     left = asyncio.Event()
 
     async def receive() -> dict:  # type: ignore[type-arg]

@@ -178,6 +178,28 @@ def test_access_log_off_and_stdout(tmp_path: Path, policy: Path, upstream: Proc)
         assert json.loads(line)["type"] == "access"
 
 
+def queued_bytes(fd: int) -> int:
+    """How many bytes wait in the pipe `fd` (FIONREAD)."""
+    queued = array.array("i", [0])
+    fcntl.ioctl(fd, termios.FIONREAD, queued)
+    return queued[0]
+
+
+def request_ids_read(fd: int, wanted: set[str], timeout: float = 30) -> set[str]:
+    """Read JSON lines from the pipe `fd` until every id in `wanted` was seen (or `timeout`), and
+    return the request ids seen. Every line must parse whole: a torn line fails the test."""
+    seen: set[str] = set()
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while not wanted <= seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            buf += os.read(fd, 1 << 16)
+            *whole, buf = buf.split(b"\n")
+            seen.update(str(json.loads(x).get("request_id")) for x in whole if x)
+    return seen
+
+
 def test_a_stdout_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: Proc) -> None:
     """The access log goes to a pipe whose reader stopped (a stuck log shipper): the gateway keeps
     answering at its usual pace, and once the reader is back every line is whole JSON."""
@@ -191,20 +213,9 @@ def test_a_stdout_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: 
                 resp = client.get(f"{gw.url}/v1/echo")
                 assert resp.status_code == 200
                 sent.append(resp.headers["x-request-id"])
-        queued = array.array("i", [0])
-        fcntl.ioctl(r, termios.FIONREAD, queued)
         # The pipe really is full: 64 KiB in 16 pages, one (atomic, under 4 KiB) write per page.
-        assert queued[0] >= 40_000, queued[0]
-        seen: set[str] = set()
-        buf = b""
-        deadline = time.monotonic() + 30
-        while not set(sent) <= seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], 0.5)
-            if ready:
-                buf += os.read(r, 1 << 16)
-                *whole, buf = buf.split(b"\n")
-                seen.update(json.loads(x)["request_id"] for x in whole if x)  # every line is whole JSON
-        assert set(sent) <= seen
+        assert queued_bytes(r) >= 40_000, queued_bytes(r)
+        assert set(sent) <= request_ids_read(r, set(sent))
     finally:
         gw.stop()
         os.close(r)
@@ -226,19 +237,8 @@ def test_a_stderr_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: 
                 assert resp.status_code == 404
                 refused.append(resp.headers["x-request-id"])
             assert [client.get(f"{gw.url}/v1/echo").status_code for _ in range(20)] == [200] * 20
-        queued = array.array("i", [0])
-        fcntl.ioctl(r, termios.FIONREAD, queued)
-        assert queued[0] >= 40_000, queued[0]  # the pipe really is full
-        seen: set[str] = set()
-        buf = b""
-        deadline = time.monotonic() + 30
-        while not set(refused) <= seen and time.monotonic() < deadline:
-            ready, _, _ = select.select([r], [], [], 0.5)
-            if ready:
-                buf += os.read(r, 1 << 16)
-                *whole, buf = buf.split(b"\n")
-                seen.update(str(json.loads(x).get("request_id")) for x in whole if x)  # every line whole JSON
-        assert set(refused) <= seen
+        assert queued_bytes(r) >= 40_000, queued_bytes(r)  # the pipe really is full
+        assert set(refused) <= request_ids_read(r, set(refused))
     finally:
         gw.stop()
         os.close(r)
