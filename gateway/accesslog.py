@@ -29,35 +29,12 @@ from typing import Any
 
 from gateway.auth.claims import claim_text
 from gateway.context import RequestContext
+from gateway.logs import write_all, write_lines
 from gateway.pipeline.base import Scope
 
 log = logging.getLogger("gateway.accesslog")
 _BATCH = 1024
 MAX_USER_AGENT = 256
-
-
-PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are never interleaved with others'
-
-
-def write_lines(fd: int, lines: list[bytes]) -> None:
-    """Write whole lines to `fd` in chunks of at most PIPE_BUF bytes, so that several worker
-    processes sharing one stdout pipe never interleave inside a line."""
-    chunk: list[bytes] = []
-    size = 0
-    for line in lines:
-        if chunk and size + len(line) > PIPE_BUF:
-            _write_all(fd, b"".join(chunk))
-            chunk, size = [], 0
-        chunk.append(line)
-        size += len(line)
-    if chunk:
-        _write_all(fd, b"".join(chunk))
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 _escape = json.encoder.encode_basestring_ascii  # C: what json.dumps emits for a str
@@ -238,7 +215,7 @@ class AccessLog:
                     sys.stdout.flush()  # whatever Python buffered for stdout goes first
                     write_lines(fd, lines)
             else:
-                _write_all(self._file(), b"".join(lines))  # O_APPEND: one write per batch
+                write_all(self._file(), b"".join(lines))  # O_APPEND: one write per batch
             self.written += len(lines)
         except Exception as exc:  # the log must never take a worker down
             self.failures += 1

@@ -353,17 +353,13 @@ class Forwarder:
             # out, so an upstream that dies right after its head still gets a clean 502.
             first = await resp.read_chunk(idle)
             # The head and that first piece leave in one send to the client.
-            hold = hold_head(scope)
-            try:
+            with hold_head(scope):
                 await send({"type": "http.response.start", "status": resp.status, "headers": headers})
                 scope["gateway.response_started"] = True
                 if scope["method"] == "HEAD" or not first or resp.complete:
                     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else first})
                     return
                 await send({"type": "http.response.body", "body": first, "more_body": True})
-            finally:
-                if hold is not None:
-                    hold.release()
         else:
             # Chunked or close-delimited: a stream (Server-Sent Events, long poll). The head goes
             # out at once, then every piece as soon as it arrives.

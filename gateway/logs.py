@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import re
 import sys
@@ -50,6 +51,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+PIPE_BUF = 4096  # POSIX: writes up to this size to a pipe are never interleaved with others'
+
+
+def write_lines(fd: int, lines: list[bytes]) -> None:
+    """Write whole lines to `fd` in chunks of at most PIPE_BUF bytes, so that several worker
+    processes sharing one stdout or stderr pipe never interleave inside a line."""
+    chunk: list[bytes] = []
+    size = 0
+    for line in lines:
+        if chunk and size + len(line) > PIPE_BUF:
+            write_all(fd, b"".join(chunk))
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line)
+    if chunk:
+        write_all(fd, b"".join(chunk))
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`data` to `fd`, however many writes it takes."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class BackgroundHandler(logging.Handler):
     """Formats a record where it is logged (the request's ids are context variables there) and
     queues the line; a writer thread writes whole lines to `fd` (stderr).
@@ -64,9 +90,6 @@ class BackgroundHandler(logging.Handler):
 
     def __init__(self, fd: int = 2, queue_size: int = 10000) -> None:
         super().__init__()
-        from gateway.accesslog import write_lines  # whole lines, never interleaved with another worker's
-
-        self._write_lines = write_lines
         self.fd = fd
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
         self.dropped = 0
@@ -91,15 +114,14 @@ class BackgroundHandler(logging.Handler):
             batch, stop = take_batch(q, q.get(), 512, None)
             dropped = self.dropped
             if dropped != self._reported:
-                now = time.time()
-                note = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z",
-                        "level": "warning",
-                        "logger": "gateway.logs", "msg": f"{dropped - self._reported} log lines dropped: "
-                        f"stderr did not keep up ({dropped} since start)", "event": "log.dropped"}
-                batch.append((json.dumps(note, separators=(",", ":")) + "\n").encode())
+                note = logging.makeLogRecord({
+                    "name": "gateway.logs", "levelno": logging.WARNING, "levelname": "WARNING",
+                    "msg": f"{dropped - self._reported} log lines dropped: stderr did not keep up "
+                           f"({dropped} since start)", "event": "log.dropped"})
+                batch.append((self.format(note) + "\n").encode("utf-8", "replace"))
                 self._reported = dropped
             try:
-                self._write_lines(self.fd, batch)
+                write_lines(self.fd, batch)  # whole lines, never interleaved with another worker's
             except OSError:
                 pass  # stderr gone: nowhere to say so
             if stop:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from os import urandom
 from typing import Any
 
@@ -66,9 +67,10 @@ class HeadHold:
     Stands in for the client transport of one request cycle. uvicorn writes a response head in
     one `write` while it handles `http.response.start`: that write is kept. The next write (the
     first body piece) sends both with one `writelines`, and the cycle gets its transport back.
-    `release()` (always called, in a `finally`) writes a head still held, so that whatever
-    happens the client receives exactly the bytes it would have, in the same order. Only for a
-    response whose first piece is already at hand: a stream's head must not wait for its body.
+    `release()` (on leaving the `with` block, however it is left) writes a head still held, so
+    that whatever happens the client receives exactly the bytes it would have, in the same order.
+    Only for a response whose first piece is already at hand: a stream's head must not wait for
+    its body.
     """
 
     __slots__ = ("_cycle", "_real", "_head")
@@ -98,12 +100,19 @@ class HeadHold:
     def __getattr__(self, name: str) -> Any:  # close(), is_closing(), ...: the real transport's
         return getattr(self._real, name)
 
+    def __enter__(self) -> HeadHold:
+        return self
 
-def hold_head(scope: Any) -> HeadHold | None:
-    """A `HeadHold` on the client connection of `scope`; None outside a live server (tests that
-    call the app directly, `gateway explain`)."""
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def hold_head(scope: Any) -> AbstractContextManager[object]:
+    """`with hold_head(scope): <send the head and the first piece>`: a `HeadHold` on the client
+    connection of `scope`; nothing outside a live server (tests that call the app directly,
+    `gateway explain`)."""
     cycle = scope.get("gateway.cycle")
-    return None if cycle is None else HeadHold(cycle)
+    return nullcontext() if cycle is None else HeadHold(cycle)
 
 
 def _drop(cycle: RequestResponseCycle) -> None:

@@ -85,7 +85,7 @@ def test_unwritable_target_counts_failures(tmp_path: Path) -> None:
 
 
 def test_write_lines_never_splits_a_line_across_pipe_writes() -> None:
-    from gateway.accesslog import PIPE_BUF, write_lines
+    from gateway.logs import PIPE_BUF, write_lines
 
     r, w = os.pipe()
     try:

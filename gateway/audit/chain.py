@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
 from gateway.audit.keys import LINE, AuditKeys
+from gateway.logs import write_lines
 
 GENESIS = "0" * 64
 _TAIL_CHUNK = 8192
@@ -148,8 +149,6 @@ class StreamSink:
             line, mac = encode_line(record, head.seq + 1, head.prev, self._keys)
             out.append(line)
             head = ChainHead(head.seq + 1, mac)
-        from gateway.accesslog import write_lines
-
         try:
             fd = self._stream.fileno()
         except (AttributeError, OSError, ValueError):  # not a real file (tests: BytesIO)

@@ -33,6 +33,7 @@ from gateway.audit.chain import FRESH, GENESIS, ChainHead, encode_line, parse_li
 from gateway.audit.checkpoints import CheckpointWriter
 from gateway.audit.keys import AuditKeys
 from gateway.audit.records import rfc3339_now
+from gateway.logs import write_all
 
 
 @dataclass(slots=True)
@@ -106,18 +107,18 @@ class FileSink:
         for record in records:
             line, mac = encode_line(record, head.seq + 1, head.prev, self.keys)
             if size > 0 and size + len(line) > self.max_bytes:
-                _write_all(fd, b"".join(pending))
+                write_all(fd, b"".join(pending))
                 pending = []
                 fd = self._rotate()
                 size = 0
             pending.append(line)
             size += len(line)
             head = ChainHead(head.seq + 1, mac)
-        _write_all(fd, b"".join(pending))
+        write_all(fd, b"".join(pending))
         self._seen = _Seen(os.fstat(fd).st_ino, size, head)
 
     def _append_lines(self, fd: int, lines: list[bytes], head: ChainHead) -> None:
-        _write_all(fd, b"".join(lines))
+        write_all(fd, b"".join(lines))
         self._seen = _Seen(os.fstat(fd).st_ino, os.fstat(fd).st_size, head)
 
     def _current(self) -> tuple[int, os.stat_result]:
@@ -178,7 +179,7 @@ class FileSink:
             # A torn last line (crash mid-write, or tampering): terminate it so it stays a
             # visible, unverifiable line instead of being glued to the next record.
             if in_current:
-                _write_all(fd, b"\n")
+                write_all(fd, b"\n")
             last += b"\n"
         parsed = parse_line(last)
         if parsed is None:
@@ -231,9 +232,3 @@ class FileSink:
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

@@ -164,12 +164,8 @@ class RequestIdStage:
             ctx.status = ctx.status or 502
             raise err
         ctx.status = err.status
-        hold = hold_head(scope)  # a refusal too leaves in one send (a flood of 401s is the case)
-        try:
+        with hold_head(scope):  # a refusal too leaves in one send (a flood of 401s is the case)
             await send_problem(send, err, ctx.request_id, ctx.response_headers, head=scope["method"] == "HEAD")
-        finally:
-            if hold is not None:
-                hold.release()
 
 
 def _counting(send: Send, receive: Receive, ctx: RequestContext) -> tuple[Send, Receive]:

@@ -94,9 +94,10 @@ async def test_a_head_whose_body_never_comes_is_written_on_release() -> None:
     t = Recorder()
     c = cycle_over(t)
     hold = hold_head({"gateway.cycle": c})
-    assert hold is not None
-    await c.send(START)  # type: ignore[arg-type]
-    hold.release()
+    assert isinstance(hold, HeadHold)
+    with pytest.raises(RuntimeError, match="upstream gone"), hold:
+        await c.send(START)  # type: ignore[arg-type]
+        raise RuntimeError("upstream gone")
     assert t.calls == [("write", await unheld_wire(START))]
     assert c.transport is t
     hold.release()  # idempotent
@@ -107,7 +108,7 @@ async def test_release_before_any_write_sends_nothing_and_restores_the_transport
     t = Recorder()
     c = cycle_over(t)
     hold = hold_head({"gateway.cycle": c})
-    assert hold is not None and c.transport is hold
+    assert isinstance(hold, HeadHold) and c.transport is hold
     hold.release()
     assert t.calls == [] and c.transport is t
 
@@ -117,7 +118,7 @@ async def test_a_head_request_gets_its_head_in_one_send() -> None:
     t = Recorder()
     c = cycle_over(t, "HEAD")
     hold = hold_head({"gateway.cycle": c})
-    assert hold is not None
+    assert isinstance(hold, HeadHold)
     await c.send(START)  # type: ignore[arg-type]
     await c.send({"type": "http.response.body", "body": b""})  # type: ignore[arg-type]
     assert t.calls == []
@@ -130,7 +131,7 @@ async def test_other_transport_calls_reach_the_real_transport_while_held() -> No
     t = Recorder()
     c = cycle_over(t)
     hold = hold_head({"gateway.cycle": c})
-    assert hold is not None
+    assert isinstance(hold, HeadHold)
     assert c.transport.is_closing() is False
     c.transport.close()
     assert t.closed and c.transport.is_closing() is True
@@ -139,7 +140,10 @@ async def test_other_transport_calls_reach_the_real_transport_while_held() -> No
 
 def test_outside_a_live_server_nothing_is_held() -> None:
     """`gateway explain` and tests that call the app directly have no cycle in the scope."""
-    assert hold_head({"type": "http"}) is None
+    outside = hold_head({"type": "http"})
+    assert not isinstance(outside, HeadHold)
+    with outside:  # usable the same way, and holds nothing
+        pass
 
 
 # The forwarder over a real upstream socket, answering into a real uvicorn cycle.
