@@ -48,6 +48,9 @@ class KeySource(Protocol):
     async def await_refresh(self) -> bool: ...
 
 
+_OCT_REFUSED = "symmetric (oct) keys are never accepted from a key set"
+
+
 class KeyRejected(ValueError):
     """A JWK that will not be used, with the reason."""
 
@@ -65,8 +68,6 @@ def _candidate_algorithms(jwk: Mapping[str, Any]) -> frozenset[str]:
         if jwk.get("crv") not in _OKP_CURVES:
             raise KeyRejected(f"unsupported OKP curve {jwk.get('crv')!r}")
         return OKP_ALGORITHMS
-    if kty == "oct":
-        raise KeyRejected("symmetric (oct) keys are never accepted from a key set")
     raise KeyRejected(f"unsupported kty {kty!r}")
 
 
@@ -77,6 +78,10 @@ def load_jwk(jwk: Mapping[str, Any], allowed_algorithms: frozenset[str] | set[st
     kid = jwk.get("kid", "")
     if not isinstance(kid, str):
         raise KeyRejected("kid is not a string")
+    if jwk.get("kty") == "oct":
+        # Said before the private-member check: an HMAC secret's `k` is key material, but what the
+        # operator must learn is that a key set never supplies symmetric keys at all.
+        raise KeyRejected(_OCT_REFUSED)
     if _PRIVATE_MEMBERS & jwk.keys():
         raise KeyRejected("contains private key material")
     use = jwk.get("use")

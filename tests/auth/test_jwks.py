@@ -332,9 +332,12 @@ def test_load_jwk_refusals_name_their_reason(keys: Keys) -> None:
         ({k: v for k, v in ec_.items() if k not in ("crv", "alg")}, ALGS, "unsupported EC curve None"),
         ({**okp, "crv": "X25519"}, frozenset({"EdDSA"}), "unsupported OKP curve 'X25519'"),
         ({k: v for k, v in okp.items() if k != "crv"}, frozenset({"EdDSA"}), "unsupported OKP curve None"),
-        # An HMAC secret (`k`) is refused as private material before its kty is looked at.
+        # An HMAC secret is refused for what it is, with or without its `k`, and whatever else
+        # it carries (a private member, a `use`, an allowlisted alg).
         ({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQ", "kid": "h"}, frozenset({"HS256"}),
-         "contains private key material"),
+         "symmetric (oct) keys are never accepted from a key set"),
+        ({"kty": "oct", "k": "c2VjcmV0", "d": "x", "use": "enc"}, ALGS,
+         "symmetric (oct) keys are never accepted from a key set"),
         ({"kty": "oct", "kid": "h", "alg": "HS256"}, frozenset({"HS256"}),
          "symmetric (oct) keys are never accepted from a key set"),
         ({**rsa_, "kty": "DSA"}, ALGS, "unsupported kty 'DSA'"),
@@ -422,7 +425,7 @@ def test_load_jwks_skips_keys_without_a_usable_kid_and_logs_why(
         "jwks key 2 skipped: missing kid",
         "jwks key 3 skipped: duplicate kid 'dup'",
         "jwks key 4 skipped: duplicate kid 'dup'",
-        "jwks key 5 skipped: contains private key material",
+        "jwks key 5 skipped: symmetric (oct) keys are never accepted from a key set",
     ]
 
 
