@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -86,13 +87,15 @@ class BackgroundHandler(logging.Handler):
     flood of refused requests could do it (measured: 273 refusals filled a pipe nobody read, then
     a valid request timed out). Here the loop only appends to a bounded queue; when `queue_size`
     lines are waiting, lines are dropped and counted, and the writer says how many once stderr
-    takes lines again, so a gap in the log is never silent."""
+    takes lines again, so a gap in the log is never silent. `on_dropped` (set by
+    `report_dropped_lines`) also counts each drop in a metric, for an alert while stderr is stuck."""
 
     def __init__(self, fd: int = 2, queue_size: int = 10000) -> None:
         super().__init__()
         self.fd = fd
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=queue_size)
         self.dropped = 0
+        self.on_dropped: Callable[[int], None] | None = None
         self._reported = 0
         self._thread = threading.Thread(target=self._run, name="server-log", daemon=True)
         self._thread.start()
@@ -106,7 +109,9 @@ class BackgroundHandler(logging.Handler):
         try:
             self._queue.put_nowait(line)
         except queue.Full:
-            self.dropped += 1
+            self.dropped += 1  # under the handler's lock (logging.Handler.handle)
+            if self.on_dropped is not None:
+                self.on_dropped(1)
 
     def _run(self) -> None:
         q = self._queue
@@ -154,6 +159,20 @@ def setup_logging(level: str = "info") -> None:
         lg = logging.getLogger(name)
         lg.handlers[:] = []
         lg.propagate = True
+
+
+def report_dropped_lines(callback: Callable[[int], None]) -> None:
+    """Count the server log's dropped lines with `callback` (the worker's
+    `gateway_server_log_dropped_total`), those dropped before this call included."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, BackgroundHandler):
+            handler.acquire()  # emit() counts under this lock: no drop is counted twice or lost
+            try:
+                handler.on_dropped = callback
+                if handler.dropped:
+                    callback(handler.dropped)
+            finally:
+                handler.release()
 
 
 def take_batch(q: queue.Queue[Any], first: Any, limit: int, stop: object) -> tuple[list[Any], bool]:

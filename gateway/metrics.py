@@ -190,6 +190,9 @@ class Metrics:
                                       registry=r)
         self.access_log_drops = Counter("gateway_access_log_dropped_total",
                                         "Access-log lines dropped (queue full).", registry=r)
+        self.server_log_drops = Counter("gateway_server_log_dropped_total",
+                                        "Server-log (stderr) lines dropped: stderr did not keep up.",
+                                        registry=r)
         self.loop_lag = Histogram("gateway_event_loop_lag_seconds",
                                   "How late the event loop ran a due 10 ms timer: time it was blocked.",
                                   buckets=LAG_BUCKETS, registry=r)
@@ -323,6 +326,9 @@ class Metrics:
 
     def access_log_dropped(self, n: int = 1) -> None:
         self.access_log_drops.inc(n)
+
+    def server_log_dropped(self, n: int = 1) -> None:
+        self.server_log_drops.inc(n)
 
     def audit_segment(self, n: int = 1) -> None:
         self.audit_segments.inc(n)

@@ -133,11 +133,12 @@ def make_config(settings: Settings, app: object) -> uvicorn.Config:
 
 def run_worker(settings: Settings, fd: int | None = None, early: list[int] | None = None) -> None:
     from gateway.app import Gateway
-    from gateway.logs import setup_logging
+    from gateway.logs import report_dropped_lines, setup_logging
 
     setup_logging(settings.log_level)
     _handled_signals()
     app = Gateway(settings)
+    report_dropped_lines(app.metrics.server_log_dropped)
     from gateway.gctune import tune_after_startup
 
     tune_after_startup()  # issue 16: no full-heap GC pauses under load (measured in gctune.py)

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from gateway.logs import CURRENT_REQUEST, BackgroundHandler, JsonFormatter
+from gateway.logs import CURRENT_REQUEST, BackgroundHandler, JsonFormatter, report_dropped_lines
+from gateway.metrics import Metrics
 
 
 def pending(fd: int) -> int:
@@ -77,6 +79,8 @@ def test_a_full_stderr_never_blocks_the_caller_and_the_gap_is_reported(pipe: tup
     not fit are dropped and counted, and a warning says how many once the pipe takes lines."""
     r, w = pipe
     h = BackgroundHandler(w, queue_size=100)
+    counted: list[int] = []
+    h.on_dropped = counted.append
     lg = logger_to(h, "test.logs.full")
     done = threading.Event()
 
@@ -90,7 +94,7 @@ def test_a_full_stderr_never_blocks_the_caller_and_the_gap_is_reported(pipe: tup
     # A blocking write would hang here for good; 60 s only bounds a broken build's failure.
     assert done.wait(60), "logging blocked on a full stderr"
     assert pending(r) > 60000  # the pipe really is full
-    assert h.dropped > 0
+    assert h.dropped > 0 and counted == [1] * h.dropped  # each drop counted as it happens
     got = drain(r)  # the reader comes back: the writer carries on and reports the gap
     for _ in range(600):
         got += drain(r)
@@ -129,3 +133,54 @@ def test_a_record_that_cannot_be_formatted_is_reported_not_raised(pipe: tuple[in
     h.close()
     assert seen == ["%d"]
     assert [json.loads(x)["msg"] for x in drain(r).splitlines()] == ["fine"]
+
+
+def fill(fd: int) -> None:
+    """Fill the pipe `fd` writes to, so that the next blocking write on it waits for a reader."""
+    os.set_blocking(fd, False)
+    try:
+        for size in (4096, 1):  # then byte by byte: not even a short line fits after this
+            try:
+                while True:
+                    os.write(fd, b"x" * size)
+            except BlockingIOError:
+                pass
+    finally:
+        os.set_blocking(fd, True)
+
+
+def test_the_worker_metric_counts_every_dropped_line_those_before_it_was_attached_included(
+        pipe: tuple[int, int]) -> None:
+    """`gateway_server_log_dropped_total` is what an alert can watch while stderr is stuck (the
+    log.dropped note itself only arrives once stderr takes lines again)."""
+    r, w = pipe
+    fill(w)
+    h = BackgroundHandler(w, queue_size=5)
+    h.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    root.handlers[:] = [h]
+    lg = logging.getLogger("test.logs.metric")
+    lg.setLevel(logging.INFO)
+    try:
+        for i in range(40):  # the writer holds one line and waits on the full pipe; 5 more queue
+            lg.info("early %d", i)
+        early = h.dropped
+        assert early >= 30
+        metrics = Metrics(CollectorRegistry())
+
+        def value() -> float | None:
+            return metrics.registry.get_sample_value("gateway_server_log_dropped_total")
+
+        assert value() == 0
+        report_dropped_lines(metrics.server_log_dropped)
+        assert value() == early
+        for i in range(25):
+            lg.info("late %d", i)
+        assert h.dropped >= early + 20 and value() == h.dropped
+    finally:
+        root.handlers[:] = saved
+        drain(r)
+        h.close()
+    lines = [x for x in (drain(r) or b"").splitlines() if x.startswith(b"{")]
+    assert any(b"log.dropped" in x for x in lines)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import socket
 import threading
 import time
@@ -28,7 +27,15 @@ import httpx
 import pytest
 
 from gateway.auth import mint_dev_token
-from tests.support.gateway_proc import BASE_ENV, TEST_JWT_SECRET, Proc, echo_upstream, gateway, write_policy
+from tests.support.gateway_proc import (
+    BASE_ENV,
+    TEST_JWT_SECRET,
+    Proc,
+    echo_upstream,
+    gateway,
+    metric,
+    write_policy,
+)
 from tests.support.rawhttp import read_response
 
 CHANNEL = BASE_ENV["KOMMO_CHANNEL_SECRET"].encode()
@@ -98,14 +105,6 @@ def reason(r: httpx.Response) -> str | None:
     if not r.headers.get("content-type", "").startswith("application/problem+json"):
         return None
     return str(r.json()["reason"])
-
-
-def metric(gw: Proc, name: str, labels: str = "") -> float:
-    """One sample from the admin listener's /metrics (0 when the series does not exist yet)."""
-    text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=10).text  # type: ignore[attr-defined]
-    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" ([0-9.e+]+)"
-    m = re.search("^" + pattern + "$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 # --- JWT routes -----------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import fcntl
 import json
 import os
 import select
+import socket
 import termios
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from tests.support.gateway_proc import (
     bundled_upstream,
     echo_upstream,
     gateway,
+    metric,
     start_gateway,
     wait_until,
     write_policy,
@@ -239,6 +242,59 @@ def test_a_stderr_nobody_reads_never_stalls_the_gateway(policy: Path, upstream: 
             assert [client.get(f"{gw.url}/v1/echo").status_code for _ in range(20)] == [200] * 20
         assert queued_bytes(r) >= 40_000, queued_bytes(r)  # the pipe really is full
         assert set(refused) <= request_ids_read(r, set(refused))
+    finally:
+        gw.stop()
+        os.close(r)
+
+
+def refuse_pipelined(port: int, count: int, conns: int = 4) -> int:
+    """Send `count` requests for a path no route has, pipelined on `conns` keep-alive connections
+    at once, and return how many 404 answers came back."""
+    def one(n: int) -> int:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            got = 0
+            for start in range(0, n, 250):
+                batch = min(250, n - start)
+                sock.sendall(b"GET /v1/nothing-here HTTP/1.1\r\nHost: x\r\n\r\n" * batch)
+                buf = b""
+                while buf.count(b"HTTP/1.1 404 ") < batch:
+                    chunk = sock.recv(1 << 16)
+                    assert chunk, "the gateway closed the connection"
+                    buf += chunk
+                got += buf.count(b"HTTP/1.1 404 ")
+            return got
+
+    with ThreadPoolExecutor(conns) as pool:
+        return sum(pool.map(one, [count // conns] * conns))
+
+
+def test_lines_dropped_while_stderr_is_stuck_are_counted_in_a_metric(policy: Path, upstream: Proc) -> None:
+    """The log.dropped note can only arrive once stderr takes lines again; while it is stuck, an
+    alert watches `gateway_server_log_dropped_total` on the admin listener. 12,000 refusals log
+    12,000 lines: more than the pipe plus the 10,000-line queue hold, so some must be dropped."""
+    r, w = os.pipe()
+    gw = start_gateway(policy, upstream.url, {"GATEWAY_LOG_LEVEL": "info", "GATEWAY_ACCESS_LOG": "off"}, stderr=w)
+    os.close(w)
+    try:
+        assert refuse_pipelined(gw.port, 12_000) == 12_000
+        assert httpx.get(f"{gw.url}/v1/echo", timeout=10).status_code == 200  # still answering
+        dropped = 0.0
+        deadline = time.monotonic() + 20  # metrics reach the admin listener within a second or two
+        while dropped == 0 and time.monotonic() < deadline:
+            dropped = metric(gw, "gateway_server_log_dropped_total")
+            time.sleep(0.2)
+        assert dropped > 0
+        assert queued_bytes(r) >= 40_000  # stderr really is stuck
+        lines = b""
+        deadline = time.monotonic() + 30
+        while b"log.dropped" not in lines and time.monotonic() < deadline:  # the reader is back
+            ready, _, _ = select.select([r], [], [], 0.5)
+            if ready:
+                lines += os.read(r, 1 << 20)
+        note = json.loads(next(x for x in lines.splitlines() if b"log.dropped" in x))
+        # The note reports what was dropped so far; the metric may have counted a few more since.
+        assert 0 < int(note["msg"].split()[0]) <= dropped
+        assert metric(gw, "gateway_server_log_dropped_total") >= dropped
     finally:
         gw.stop()
         os.close(r)

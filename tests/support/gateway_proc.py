@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,3 +150,13 @@ def bundled_upstream(extra: dict[str, str] | None = None) -> Iterator[Proc]:
         yield p
     finally:
         p.stop()
+
+
+def metric(gw: Proc, name: str, labels: str = "") -> float:
+    """One sample from the gateway's admin listener /metrics (0 when the series does not exist)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=10).text  # type: ignore[attr-defined]
+    pattern = re.escape(name) + (r"\{" + re.escape(labels) + r"\}" if labels else "") + r" ([0-9.e+]+)"
+    m = re.search("^" + pattern + "$", text, re.M)
+    return float(m.group(1)) if m else 0.0
