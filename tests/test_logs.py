@@ -180,7 +180,7 @@ def test_the_worker_metric_counts_every_dropped_line_those_before_it_was_attache
         assert h.dropped >= early + 20 and value() == h.dropped
     finally:
         root.handlers[:] = saved
-        drain(r)
+        got = drain(r)  # the filler, then whatever the writer manages to write meanwhile
         h.close()
-    lines = [x for x in (drain(r) or b"").splitlines() if x.startswith(b"{")]
-    assert any(b"log.dropped" in x for x in lines)
+    got += drain(r)
+    assert b'"event":"log.dropped"' in got.replace(b" ", b"")  # the gap is reported in the log too
