@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.auth.claims import claim_text
 from gateway.context import RequestContext
-from gateway.logs import write_all, write_lines
+from gateway.logs import rfc3339_ms, write_all, write_lines
 from gateway.pipeline.base import Scope
 
 log = logging.getLogger("gateway.accesslog")
@@ -53,22 +53,6 @@ def _json(value: Any) -> str:
     if isinstance(value, float):
         return float.__repr__(value) if math.isfinite(value) else "null"
     return str(_escape(str(value)))
-
-
-class _Clock:
-    """RFC 3339 UTC with milliseconds; the seconds part is formatted once per second."""
-
-    __slots__ = ("_second", "_prefix")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def __call__(self, t: float) -> str:
-        second = int(t)
-        if second != self._second:
-            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{min(int((t - second) * 1000), 999):03d}Z"
 
 
 def encode_line(entry: tuple[Any, ...], clock: Callable[[float], str]) -> bytes:
@@ -106,7 +90,7 @@ class AccessLog:
         self._thread: threading.Thread | None = None
         self._fd: int | None = None
         self._ino: tuple[int, int] | None = None
-        self._clock = _Clock()
+        self._clock = rfc3339_ms
         self.written = 0
         self.dropped = 0
         self.failures = 0

@@ -27,6 +27,29 @@ _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 CURRENT_REQUEST: ContextVar[tuple[str, str] | None] = ContextVar("gateway_current_request", default=None)
 
 
+class Rfc3339Clock:
+    """RFC 3339 UTC with milliseconds (`2025-01-31T12:00:00.123Z`, truncated like
+    `datetime.isoformat(timespec="milliseconds")`); the seconds part is formatted once a second.
+    Safe to share between threads: the cached second and its text are one tuple, read and
+    replaced whole."""
+
+    __slots__ = ("_cached",)
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, str] = (-1, "")
+
+    def __call__(self, t: float) -> str:
+        second = int(t)
+        cached_second, prefix = self._cached
+        if second != cached_second:
+            prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._cached = (second, prefix)
+        return f"{prefix}.{min(int((t - second) * 1000), 999):03d}Z"
+
+
+rfc3339_ms = Rfc3339Clock()  # the audit records' and the access log's clock
+
+
 def redact(text: str) -> str:
     return _JWT.sub("[redacted-jwt]", _BEARER.sub(r"\1[redacted]", text))
 

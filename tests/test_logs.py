@@ -15,7 +15,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.logs import CURRENT_REQUEST, BackgroundHandler, JsonFormatter, report_dropped_lines
+from gateway.logs import (
+    CURRENT_REQUEST,
+    BackgroundHandler,
+    JsonFormatter,
+    Rfc3339Clock,
+    report_dropped_lines,
+)
 from gateway.metrics import Metrics
 
 
@@ -186,3 +192,14 @@ def test_the_worker_metric_counts_every_dropped_line_those_before_it_was_attache
         h.close()
     got += drain(r)
     assert b'"event":"log.dropped"' in got.replace(b" ", b"")  # the gap is reported in the log too
+
+
+@pytest.mark.parametrize("t", [1764461523.118, 1764461523.9996, 1764461524.0, 0.5, 951782400.001, 4102444799.999])
+def test_the_clock_is_rfc3339_utc_milliseconds_as_isoformat_truncates(t: float) -> None:
+    from datetime import UTC, datetime
+
+    want = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    clock = Rfc3339Clock()
+    assert clock(t) == want
+    assert clock(t) == want  # the cached second gives the same text
+    assert clock(t + 1) == datetime.fromtimestamp(t + 1, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -9,9 +9,11 @@ secret are dropped and string values that look like bearer tokens or JWTs are ma
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+import time
 from functools import lru_cache
 from typing import Any
+
+from gateway.logs import rfc3339_ms
 
 # Key names that are never written, whatever their value (matched anywhere in the key, any case).
 SECRET_KEY = re.compile(
@@ -33,35 +35,71 @@ def _secret_key(name: str) -> bool:
 
 def rfc3339_now() -> str:
     """UTC time with milliseconds, e.g. `2025-01-31T12:00:00.123Z`."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return rfc3339_ms(time.time())
+
+
+_CONTAINERS = (list, tuple, set, frozenset)
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _secret_value(value: str) -> bool:
+    """SECRET_VALUE.search, with the regex skipped where it cannot match: a value with fewer
+    than two dots holds no JWT, and one without "bearer" no bearer header (no character outside
+    ASCII matches b, e, a or r case-insensitively, checked over all of Unicode). That saves ~1 µs
+    a value on the ids and paths every record carries."""
+    if value.count(".") < 2 and "bearer" not in value.lower():
+        return False
+    return SECRET_VALUE.search(value) is not None
+
+
+def _clean(value: Any, depth: int) -> tuple[Any, int]:
+    """`value` without secret-looking keys or values at any depth, and how many were removed."""
+    if depth > 8:  # nothing legitimate nests this deep; refuse rather than recurse forever
+        return REDACTED, 1
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        removed = 0
+        for key, item in value.items():
+            name = str(key)
+            if _secret_key(name):
+                removed += 1
+                continue
+            out[name], n = _clean(item, depth + 1)
+            removed += n
+        return out, removed
+    if isinstance(value, _CONTAINERS):
+        items, removed = [], 0
+        for item in value:
+            clean, n = _clean(item, depth + 1)
+            items.append(clean)
+            removed += n
+        return items, removed
+    if isinstance(value, str) and _secret_value(value):
+        return REDACTED, 1
+    return value, 0
 
 
 def sanitize(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """A copy of `record` without secret-looking keys or values, and how many were removed."""
+    """A copy of `record` without secret-looking keys or values, and how many were removed.
+
+    Runs for every audited request on the event loop, so the top level (flat strings, numbers
+    and None in a request record) is decided inline; anything nested goes through `_clean`."""
+    cleaned: dict[str, Any] = {}
     removed = 0
-
-    def clean(value: Any, depth: int) -> Any:
-        nonlocal removed
-        if depth > 8:  # nothing legitimate nests this deep; refuse rather than recurse forever
+    for key, value in record.items():
+        name = str(key)
+        if _secret_key(name):
             removed += 1
-            return REDACTED
-        if isinstance(value, dict):
-            out: dict[str, Any] = {}
-            for key, item in value.items():
-                name = str(key)
-                if _secret_key(name):
-                    removed += 1
-                    continue
-                out[name] = clean(item, depth + 1)
-            return out
-        if isinstance(value, list | tuple | set | frozenset):
-            return [clean(item, depth + 1) for item in value]
-        if isinstance(value, str) and SECRET_VALUE.search(value):
-            removed += 1
-            return REDACTED
-        return value
-
-    cleaned: dict[str, Any] = clean(record, 0)
+            continue
+        kind = type(value)
+        if kind is str:
+            if _secret_value(value):
+                value = REDACTED
+                removed += 1
+        elif kind not in _PLAIN:
+            value, n = _clean(value, 1)
+            removed += n
+        cleaned[name] = value
     for key in CHAIN_KEYS & cleaned.keys():
         del cleaned[key]
         removed += 1

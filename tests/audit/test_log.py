@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.audit import GENESIS, AuditKeys, AuditLog, discover_chain, sanitize, verify_files
 from gateway.audit.chain import StreamSink, parse_line
+from gateway.audit.records import CHAIN_KEYS, REDACTED, SECRET_KEY, SECRET_VALUE
 from tests.audit.conftest import make_record, read_lines, records, wait_for, write_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +131,78 @@ def test_sanitize_drops_secret_like_keys(record: dict[str, Any], gone: str) -> N
 def test_sanitize_masks_credential_values(value: str) -> None:
     clean, removed = sanitize({"note": value, "items": [{"v": value}]})
     assert removed == 2 and value not in json.dumps(clean)
+
+
+def reference_sanitize(record: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The plain recursive walk `sanitize` was before its inline fast path: the oracle."""
+    removed = 0
+
+    def clean(value: Any, depth: int) -> Any:
+        nonlocal removed
+        if depth > 8:
+            removed += 1
+            return REDACTED
+        if isinstance(value, dict):
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if SECRET_KEY.search(str(key)):
+                    removed += 1
+                    continue
+                out[str(key)] = clean(item, depth + 1)
+            return out
+        if isinstance(value, list | tuple | set | frozenset):
+            return [clean(item, depth + 1) for item in value]
+        if isinstance(value, str) and SECRET_VALUE.search(value):
+            removed += 1
+            return REDACTED
+        return value
+
+    cleaned: dict[str, Any] = clean(record, 0)
+    for key in CHAIN_KEYS & cleaned.keys():
+        del cleaned[key]
+        removed += 1
+    return cleaned, removed
+
+
+# Text near the patterns' edges: JWT-ish dots, "bearer" in any case after any whitespace (Unicode
+# too), non-ASCII letters, and the plain ids and paths a request record carries.
+_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["eyJhbGciOi.eyJzdWIi.", "EYJabcd.efgh.", "eyJab.cd.ef", "a.b.c", "127.0.0.1",
+                     "Bearer x", " \tbearer  y", "\u2003BEARER z", "bearer", "xbearer y", "beárer x",
+                     "/v1/agents", "auth.missing_token", "9f0c1234abcd5678", "ſ.eyJaaaa.bbbb."]),
+    st.builds(lambda a, b, c: a + b + c, st.sampled_from(["", " ", "\u00a0", "x", "é"]),
+              st.sampled_from(["eyJ", "Bearer ", "bEaReR\t", ".", "eyj"]), st.text(max_size=12)),
+)
+_KEYS = st.one_of(st.sampled_from(["request_id", "path", "note", "token", "X-Signature", "seq", "mac",
+                                   "headers", "cookie", "api_key", "items", "reason"]), st.text(max_size=8))
+_VALUES = st.recursive(
+    st.one_of(_TEXT, st.integers(), st.floats(allow_nan=False), st.booleans(), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
+                            st.frozensets(_TEXT, max_size=3), st.dictionaries(_KEYS, inner, max_size=3)),
+    max_leaves=30,
+)
+
+
+def nested(depth: int, leaf: Any) -> Any:
+    return leaf if depth == 0 else {"items": [nested(depth - 1, leaf)]}
+
+
+def test_no_character_outside_ascii_matches_a_letter_of_bearer() -> None:
+    """What sanitize's "bearer" pre-check relies on: the pattern's letters match only themselves."""
+    import sys
+
+    letters = re.compile(r"[bear]", re.IGNORECASE)
+    assert [c for c in range(128, sys.maxunicode + 1) if letters.fullmatch(chr(c))] == []
+    assert all(letters.fullmatch(c) for c in "bearBEAR")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_KEYS, _VALUES, max_size=8), st.integers(0, 6), _TEXT)
+def test_sanitize_decides_exactly_as_the_plain_recursive_walk(record: dict[str, Any], depth: int,
+                                                              deep: str) -> None:
+    record = {**record, "deep": nested(depth, deep)}  # past depth 8: redacted whole
+    assert sanitize(record) == reference_sanitize(record)
 
 
 async def test_sanitize_applies_on_submit(tmp_path: Path) -> None:
