@@ -13,13 +13,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from gateway.logs import (
+from gateway.logs import (  # the plain form of redact, as the oracle
+    _BEARER,
+    _JWT,
     CURRENT_REQUEST,
     BackgroundHandler,
     JsonFormatter,
     Rfc3339Clock,
+    redact,
     report_dropped_lines,
 )
 from gateway.metrics import Metrics
@@ -203,3 +208,36 @@ def test_the_clock_is_rfc3339_utc_milliseconds_as_isoformat_truncates(t: float) 
     assert clock(t) == want
     assert clock(t) == want  # the cached second gives the same text
     assert clock(t + 1) == datetime.fromtimestamp(t + 1, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("auth header Bearer abc.DEF-123~+/= seen", "auth header Bearer [redacted] seen"),
+    ("BEARER\tabc and bearer  xyz", "BEARER\t[redacted] and bearer  [redacted]"),
+    (f"token {JWT} refused", "token [redacted-jwt] refused"),
+    (f"Authorization: Bearer {JWT}", "Authorization: Bearer [redacted]"),
+    ("GET agents.list -> 401 auth.missing_token", "GET agents.list -> 401 auth.missing_token"),
+    ("bearer", "bearer"),  # the word alone carries no credential
+    ("eyJ.short.x", "eyJ.short.x"),  # too short for a JWT
+])
+def test_redact_masks_bearer_credentials_and_jwts(text: str, want: str) -> None:
+    assert redact(text) == want
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(
+    ["Bearer ", "bEaReR\u2003", "bearer", "eyJ", JWT, "eyJabcde.fghij.", ".", " ", "ſ", "İ", "x"])), max_size=8))
+def test_redact_changes_exactly_what_both_patterns_change(parts: list[str]) -> None:
+    text = "".join(parts)
+    assert redact(text) == _JWT.sub("[redacted-jwt]", _BEARER.sub(r"\1[redacted]", text))
+
+
+def test_a_formatted_line_is_stamped_with_the_records_time_and_redacted() -> None:
+    record = logging.makeLogRecord({"name": "gateway.test", "levelno": logging.WARNING, "levelname": "WARNING",
+                                    "msg": "refused Bearer %s", "args": ("s3cr3t",), "created": 1764461523.9996,
+                                    "reason": "auth.invalid_token"})
+    line = json.loads(JsonFormatter().format(record))
+    assert line == {"time": "2025-11-30T00:12:03.999Z", "level": "warning", "logger": "gateway.test",
+                    "msg": "refused Bearer [redacted]", "reason": "auth.invalid_token"}
