@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import pytest
 
 from gateway.app import Gateway
+from gateway.ratelimit import bruteforce
 from tests.pipeline.abuse_harness import forged, fresh_ip, make_gateway, request, token
 
 POLICY = """
@@ -88,3 +92,54 @@ async def test_block_and_refusals_are_counted(gw: Gateway) -> None:
         await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("expired")))
     assert abuse.blocks.labels("auth")._value.get() == blocks + 1
     assert abuse.refusals.labels("auth")._value.get() == refusals + 2
+
+
+@pytest.fixture
+def frozen_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop the verification budget from refilling (its clock is `time.monotonic` in the guard);
+    wall-clock block times keep running. Makes "how many checks are left" exact on any machine."""
+    monkeypatch.setattr(bruteforce, "time", SimpleNamespace(time=time.time, monotonic=lambda: 1000.0))
+
+
+async def block(gw: Gateway, ip: str) -> None:
+    got = [await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("bad_signature")))
+           for _ in range(5)]
+    assert [r.status for r in got] == [401] * 5
+    assert await gw.limiter.brute_force.blocked(ip) is not None  # type: ignore[union-attr]
+
+
+async def failing_retry_afters(gw: Gateway, ip: str, n: int) -> list[str]:
+    """Retry-After of n failing tokens from a blocked address: "1" when refused unverified for
+    want of budget, the block's time left (about 60) when verified and refused."""
+    out = []
+    for _ in range(n):
+        r = await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("bad_signature")))
+        assert (r.status, r.reason) == (429, "auth.too_many_failures")
+        out.append(r.headers["retry-after"])
+    return out
+
+
+@pytest.mark.usefixtures("frozen_budget")
+async def test_budget_is_exact_and_a_valid_tokens_check_is_given_back(gw: Gateway) -> None:
+    ip = fresh_ip()
+    await block(gw, ip)
+    # a fresh valid token takes one of the 3 checks and, having proved valid, gives it back
+    assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(token()))).status == 200
+    got = await failing_retry_afters(gw, ip, 5)
+    assert [ra == "1" for ra in got] == [False, False, False, True, True], got
+    assert all(2 <= int(ra) <= 60 for ra in got[:3]), got  # the block's time left
+
+
+@pytest.mark.usefixtures("frozen_budget")
+async def test_each_blocked_address_has_its_own_budget(gw: Gateway) -> None:
+    first, second = "192.0.2.10", "192.0.2.20"
+    await block(gw, first)
+    await block(gw, second)
+    spent = await failing_retry_afters(gw, first, 4)
+    assert [ra == "1" for ra in spent] == [False, False, False, True], spent
+    # the first address's spent budget is not the second's: its failing tokens are still verified
+    got = await failing_retry_afters(gw, second, 4)
+    assert [ra == "1" for ra in got] == [False, False, False, True], got
+    valid = await request(gw, "GET", "/v1/agents", ip=first, headers=bearer(token()))
+    assert (valid.status, valid.headers["retry-after"]) == (429, "1")
+
