@@ -57,12 +57,14 @@ class AuthStage:
         verifier = self.verifier()
         if verifier is None:
             raise Unauthorized("auth.unavailable", "no key material to verify tokens")
+        charged = False  # this request took a check from the blocked address's budget
         try:
             ctx.token = _bearer(values)
-            if blocked is not None and guard is not None and not _cached(verifier, ctx.token) \
-                    and not guard.take_verification(ctx.client_ip):
-                self.event("auth", "budget_refused")
-                raise guard.refusal(1, "too many verifications from this blocked address; retry in a second")
+            if blocked is not None and guard is not None and not _cached(verifier, ctx.token):
+                if not guard.take_verification(ctx.client_ip):
+                    self.event("auth", "budget_refused")
+                    raise guard.refusal(1, "too many verifications from this blocked address; retry in a second")
+                charged = True
             ctx.claims = await _verify(verifier, ctx.token)
         except Unauthorized as err:
             if guard is not None and err.reason not in NOT_A_FAILURE:
@@ -74,7 +76,9 @@ class AuthStage:
                     left = guard.known_block(ctx.client_ip) or blocked or 1
                     raise guard.refusal(left) from None
             raise
-        if blocked is not None and guard is not None:
+        if charged and guard is not None:
+            # Only a check that was taken is given back: refunding a cached token's free pass
+            # would let one valid token, sent between forged ones, buy each of them a check.
             guard.refund(ctx.client_ip)
         await self.app(scope, receive, send)
 

@@ -143,3 +143,20 @@ async def test_each_blocked_address_has_its_own_budget(gw: Gateway) -> None:
     valid = await request(gw, "GET", "/v1/agents", ip=first, headers=bearer(token()))
     assert (valid.status, valid.headers["retry-after"]) == (429, "1")
 
+
+@pytest.mark.usefixtures("frozen_budget")
+async def test_a_cached_valid_token_buys_no_check_for_the_forged_ones_between(gw: Gateway) -> None:
+    """A cached token is served without a signature check, so it takes nothing from the budget
+    and must give nothing back. It used to be refunded anyway: one valid token sent between forged
+    ones bought each of them a signature check (20 of 20 checked with a budget of 3 a second)."""
+    ip = fresh_ip()
+    await block(gw, ip)
+    good = token()
+    assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(good))).status == 200  # charged, refunded
+    checked = 0
+    for _ in range(20):
+        assert (await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(good))).status == 200  # cached
+        forged_one = await request(gw, "GET", "/v1/agents", ip=ip, headers=bearer(forged("bad_signature")))
+        assert (forged_one.status, forged_one.reason) == (429, "auth.too_many_failures")
+        checked += forged_one.headers["retry-after"] != "1"  # "1": refused for want of budget, unchecked
+    assert checked == 3  # the budget, and no more (the clock is frozen: nothing refills)
