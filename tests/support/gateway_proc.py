@@ -10,12 +10,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.support.procs import free_port, wait_port
+from tests.support.procs import PortTaken, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
@@ -91,32 +91,50 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 
 @contextmanager
 def echo_upstream() -> Iterator[Proc]:
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="gw-echo-")) / "echo.log"
-    p = Proc([sys.executable, "-m", "tests.support.echo_upstream", str(port)], _env(None), port, log)
+    p = _started(lambda port: Proc([sys.executable, "-m", "tests.support.echo_upstream", str(port)], _env(None),
+                                   port, Path(tempfile.mkdtemp(prefix="gw-echo-")) / "echo.log"))
     try:
-        wait_port(port)
         yield p
     finally:
         p.stop()
 
 
+def _started(make: Callable[[int], Proc]) -> Proc:
+    """`make(port)` on a free port, once it listens; again on a new port if another process took
+    that one first (see wait_port)."""
+    for attempt in range(3):
+        p = make(free_port())
+        try:
+            wait_port(p.port, owner=p.proc)
+            return p
+        except PortTaken:
+            p.stop()
+            if attempt == 2:
+                raise RuntimeError(f"did not start:\n{p.log()}") from None
+    raise AssertionError("unreachable")
+
+
 def start_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None,
                   wait: bool = True, stdout: int | None = None, stderr: int | None = None) -> Proc:
-    port = free_port()
-    admin = free_port()
-    full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
-                 "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
-    log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
-    p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout, stderr)
-    p.admin_port = admin  # type: ignore[attr-defined]
-    if wait:
+    for attempt in range(3):
+        port = free_port()
+        admin = free_port()
+        full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
+                     "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
+        log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
+        p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout, stderr)
+        p.admin_port = admin  # type: ignore[attr-defined]
+        if not wait:
+            return p
         try:
-            wait_port(port, timeout=20)
-        except TimeoutError:
+            wait_port(port, timeout=20, owner=p.proc)
+            return p
+        except (TimeoutError, PortTaken) as exc:
             p.stop()
+            if isinstance(exc, PortTaken) and "already in use" in p.log() and attempt < 2:
+                continue  # another process took a port meanwhile: start again on new ones
             raise RuntimeError(f"gateway did not start:\n{p.log()}") from None
-    return p
+    raise AssertionError("unreachable")
 
 
 @contextmanager
@@ -140,13 +158,14 @@ def wait_until(pred: object, timeout: float = 10.0, interval: float = 0.05) -> b
 @contextmanager
 def bundled_upstream(extra: dict[str, str] | None = None) -> Iterator[Proc]:
     """The real bundled upstream (`python -m upstream_stub`) on a free port, with a temp database."""
-    port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="gw-upstream-"))
-    env = _env({"UPSTREAM_PORT": str(port), "UPSTREAM_DB": str(tmp / "upstream.db"),
-                 "UPSTREAM_LOG_LEVEL": "warning", **(extra or {})})
-    p = Proc([sys.executable, "-m", "upstream_stub"], env, port, tmp / "upstream.log")
+    def make(port: int) -> Proc:
+        tmp = Path(tempfile.mkdtemp(prefix="gw-upstream-"))
+        env = _env({"UPSTREAM_PORT": str(port), "UPSTREAM_DB": str(tmp / "upstream.db"),
+                     "UPSTREAM_LOG_LEVEL": "warning", **(extra or {})})
+        return Proc([sys.executable, "-m", "upstream_stub"], env, port, tmp / "upstream.log")
+
+    p = _started(make)
     try:
-        wait_port(port, timeout=20)
         yield p
     finally:
         p.stop()
