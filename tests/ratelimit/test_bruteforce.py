@@ -17,6 +17,11 @@ from gateway.ratelimit import bruteforce
 from tests.ratelimit.conftest import MakeLimiter
 from tests.support.procs import RedisServer
 
+# Redis here answers within this (storage_timeout; default 0.25 s). Several suites on one busy
+# machine once made a call slower than the default: the guard fell back to its per-replica count
+# (max_failures / replicas) and a test meant for the shared count saw a block after 2 failures.
+PATIENT = 5.0
+
 
 def fresh_ip() -> str:
     # Unique per test (the session Redis is shared); shape is irrelevant to the guard.
@@ -181,8 +186,8 @@ async def test_a_failure_makes_the_next_check_ask_the_store(make_limiter: MakeLi
     # Two replicas sharing Redis: a failure here drops this replica's "seen unblocked" cache, so
     # the block another replica then sets is seen at once, not RECHECK seconds later.
     settings = {"brute_force": {"max_failures": 2, "cooldown_seconds": 60}}
-    here = make_limiter("redis", **settings).brute_force
-    there = make_limiter("redis", **settings).brute_force
+    here = make_limiter("redis", storage_timeout=PATIENT, **settings).brute_force
+    there = make_limiter("redis", storage_timeout=PATIENT, **settings).brute_force
     ip = fresh_ip()
     assert await here.blocked(ip) is None
     assert await here.record_failure(ip) is None
@@ -196,7 +201,7 @@ async def test_redis_key_layout(make_limiter: MakeLimiter, redis_srv: RedisServe
     # '/' in an address are escaped so no two addresses share a key.
     tag = uuid.uuid4().hex[:8]
     ip = f"fe80::{tag}%eth0/1"
-    limiter = make_limiter("redis", brute_force={"max_failures": 1, "cooldown_seconds": 60},
+    limiter = make_limiter("redis", storage_timeout=PATIENT, brute_force={"max_failures": 1, "cooldown_seconds": 60},
                            webhook_brute_force={"max_failures": 1, "cooldown_seconds": 60})
     assert await limiter.brute_force.record_failure(ip) == 60
     assert limiter.webhook_brute_force is not None
@@ -210,7 +215,7 @@ async def test_redis_key_layout(make_limiter: MakeLimiter, redis_srv: RedisServe
     assert keys == [f"LIMITS:gw/bf-block-webhook/{escaped}", f"LIMITS:gw/bf-block/{escaped}",
                     f"LIMITS:gw/bf-webhook/{escaped}/1/1/minute", f"LIMITS:gw/bf/{escaped}/1/1/minute"]
     # the look-alike address that escaping keeps apart is not blocked
-    other = make_limiter("redis", brute_force={"max_failures": 1, "cooldown_seconds": 60}).brute_force
+    other = make_limiter("redis", storage_timeout=PATIENT, brute_force={"max_failures": 1, "cooldown_seconds": 60}).brute_force
     assert await other.blocked(ip) is not None
     assert await other.blocked(f"fe80::{tag}%25eth0%2F1") is None
     assert await other.blocked(f"fe80::{tag}%eth0%2F1") is None
@@ -228,7 +233,7 @@ def own_redis() -> Iterator[RedisServer]:
 
 async def test_local_fallback_seeds_each_address_once_from_what_redis_left(
         make_limiter: MakeLimiter, own_redis: RedisServer) -> None:
-    limiter = make_limiter("redis", url=own_redis.url, brute_force={"max_failures": 10})
+    limiter = make_limiter("redis", storage_timeout=PATIENT, url=own_redis.url, brute_force={"max_failures": 10})
     guard = limiter.brute_force
     one, two = fresh_ip(), fresh_ip()
     assert await guard.record_failure(one) is None
@@ -246,7 +251,7 @@ async def test_local_fallback_seeds_each_address_once_from_what_redis_left(
 
 async def test_replicas_divide_only_the_local_fallback(make_limiter: MakeLimiter) -> None:
     # Redis counts for every replica: the full max_failures applies there, not max_failures / replicas.
-    guard = make_limiter("redis", replicas=2, brute_force={"max_failures": 4}).brute_force
+    guard = make_limiter("redis", storage_timeout=PATIENT, replicas=2, brute_force={"max_failures": 4}).brute_force
     ip = fresh_ip()
     assert [await guard.record_failure(ip) for _ in range(4)] == [None, None, None, 60]
 
@@ -260,8 +265,8 @@ def test_unknown_scope_is_refused(make_limiter: MakeLimiter) -> None:
 async def test_a_block_set_by_another_replica_is_read_from_the_store(
         make_limiter: MakeLimiter, monkeypatch: pytest.MonkeyPatch) -> None:
     settings = {"brute_force": {"max_failures": 1, "cooldown_seconds": 60}}
-    here_limiter = make_limiter("redis", **settings)
-    here, there = here_limiter.brute_force, make_limiter("redis", **settings).brute_force
+    here_limiter = make_limiter("redis", storage_timeout=PATIENT, **settings)
+    here, there = here_limiter.brute_force, make_limiter("redis", storage_timeout=PATIENT, **settings).brute_force
     ip, late = fresh_ip(), fresh_ip()
     assert await there.record_failure(ip) == 60
     assert await there.record_failure(late) == 60
@@ -306,7 +311,7 @@ async def test_an_unblocked_address_is_asked_again_only_after_recheck(
 
 async def test_every_guard_table_counts_its_evictions(make_limiter: MakeLimiter, own_redis: RedisServer) -> None:
     evicted: dict[str, int] = {}
-    limiter = make_limiter("redis", url=own_redis.url, max_tracked_keys=100, brute_force={"max_failures": 10})
+    limiter = make_limiter("redis", storage_timeout=PATIENT, url=own_redis.url, max_tracked_keys=100, brute_force={"max_failures": 10})
     limiter.on_evict = lambda store, n: evicted.__setitem__(store, evicted.get(store, 0) + n)
     guard = limiter.brute_force
     ips = [fresh_ip() for _ in range(102)]
