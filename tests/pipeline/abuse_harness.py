@@ -67,14 +67,14 @@ def make_gateway(policy_yaml: str) -> Gateway:
 
 
 async def request(gw: Gateway, method: str, path: str, *, ip: str, headers: dict[str, str] | None = None,
-                  body: bytes = b"") -> Sent:
+                  body: bytes = b"", query: str = "") -> Sent:
     out = Sent()
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     raw.append((b"host", b"gw.test"))
     if body:
         raw.append((b"content-length", str(len(body)).encode()))
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
              "headers": raw, "client": (ip, 40000), "server": ("127.0.0.1", 8080)}
 
     async def receive() -> dict[str, Any]:

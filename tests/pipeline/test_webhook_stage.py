@@ -28,7 +28,7 @@ from gateway.settings import Settings, effective_env
 from gateway.webhooks import DedupeStore
 from gateway.webhooks.dedupe import MemoryDedupeStore, State
 from gateway.webhooks.errors import DedupeStoreUnavailable
-from tests.pipeline.abuse_harness import HOOK_SECRET, JWT_SECRET, Sent, hook_sig
+from tests.pipeline.abuse_harness import HOOK_SECRET, JWT_SECRET, Sent, hook_sig, request
 
 STD_KEY = b"standard-webhooks-test-key-0123456789"
 KOMMO_ID = "kommo-client-uuid-0001"
@@ -146,28 +146,7 @@ def gw(upstream: Upstream) -> Gateway:
 
 async def deliver(gw: Gateway, method: str, path: str, *, ip: str = "192.0.2.10",
                   headers: dict[str, str] | None = None, body: bytes = b"", query: str = "") -> Sent:
-    out = Sent()
-    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    raw.append((b"host", b"gw.test"))
-    if body:
-        raw.append((b"content-length", str(len(body)).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
-             "root_path": "", "headers": raw, "client": (ip, 40000), "server": ("127.0.0.1", 8080)}
-
-    async def receive() -> dict[str, Any]:
-        out.body_reads += 1
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            out.status = message["status"]
-            out.headers = {k.decode(): v.decode() for k, v in message["headers"]}
-        elif message["type"] == "http.response.body":
-            out.body += message.get("body", b"")
-
-    await gw.pipeline(scope, receive, send)
-    return out
+    return await request(gw, method, path, ip=ip, headers=headers, body=body, query=query)
 
 
 def signed(body: bytes = BODY) -> dict[str, str]:

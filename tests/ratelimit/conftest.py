@@ -1,7 +1,8 @@
 from __future__ import annotations
 
+import shutil
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -37,3 +38,14 @@ async def make_limiter(redis_srv: RedisServer) -> AsyncIterator[MakeLimiter]:
 def route_id() -> str:
     # Fresh keys per test: the session Redis is shared by every test in this process.
     return f"r-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, for tests that kill or stall it (the session one is shared)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.dir, ignore_errors=True)

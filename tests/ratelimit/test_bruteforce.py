@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -220,15 +218,6 @@ async def test_redis_key_layout(make_limiter: MakeLimiter, redis_srv: RedisServe
     assert await other.blocked(f"fe80::{tag}%25eth0%2F1") is None
     assert await other.blocked(f"fe80::{tag}%eth0%2F1") is None
 
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
 
 
 async def test_local_fallback_seeds_each_address_once_from_what_redis_left(

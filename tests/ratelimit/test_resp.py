@@ -74,15 +74,6 @@ def key() -> str:
     return f"resp-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)
-
 
 @pytest.fixture(scope="module")
 def auth_redis() -> Iterator[RedisServer]:
