@@ -58,8 +58,11 @@ def events(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
             kind, data = "message", ""
 
 
-def test_job_status_changes_stream_until_the_job_ends(system: Proc) -> None:
-    job_id = new_job(system)
+ORDER = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2}
+
+
+def watch(system: Proc, job_id: str) -> list[str]:
+    """The statuses one events stream of `job_id` reports, checked as they come."""
     seen: list[str] = []
     started = time.monotonic()
     with httpx.stream("GET", f"{system.url}/v1/jobs/{job_id}/events", headers=A, timeout=60) as r:
@@ -71,14 +74,28 @@ def test_job_status_changes_stream_until_the_job_ends(system: Proc) -> None:
             doc = json.loads(data)
             assert doc["id"] == job_id and doc["orgId"] == "org-a"
             if not seen:
-                first_at = time.monotonic()
+                # The first event comes at once, not held back until the job next changes.
+                assert time.monotonic() - started < 10
             seen.append(doc["status"])
-    # The first event came at once (not held back until the next one), the stream ended by itself
-    # with the final state, and statuses only moved forward.
-    assert first_at - started < 10
-    assert seen[0] == "queued"
-    assert seen[-1] in ("succeeded", "failed")
-    assert len(seen) >= 2
+    # The stream ended by itself with the final state, and statuses only moved forward.
+    assert seen and seen[-1] in ("succeeded", "failed"), seen
+    assert [ORDER[s] for s in seen] == sorted(ORDER[s] for s in seen), seen
+    return seen
+
+
+def test_job_status_changes_stream_until_the_job_ends(system: Proc) -> None:
+    # The worker claims a new job at its next poll (every 2 s, at a phase the test does not
+    # control), so on a busy machine the claim can fall between the enqueue and the stream's
+    # open. Such a stream starts at `running`, or at the end; it is checked all the same, and the
+    # test tries again with a new job until a stream saw the job queued and then change.
+    tries = []
+    for _ in range(6):
+        seen = watch(system, new_job(system))
+        tries.append(seen)
+        if seen[0] == "queued":
+            break
+    assert tries[-1][0] == "queued", tries
+    assert len(tries[-1]) >= 2
 
 
 def test_another_orgs_job_events_are_not_found(system: Proc, job_id: str) -> None:

@@ -45,7 +45,7 @@ POLICY = """
         methods: [GET]
         auth: none
         upstream_path: /limited
-        rate_limit: {limits: "3/minute", key: ip, strategy: fixed-window}
+        rate_limit: {limits: "3/day", key: ip, strategy: fixed-window}
 """
 ENV = {"TEST_PARTNER_TOKEN": HOOK_TOKEN}
 

@@ -116,23 +116,52 @@ def _started(make: Callable[[int], Proc]) -> Proc:
 
 def start_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None,
                   wait: bool = True, stdout: int | None = None, stderr: int | None = None) -> Proc:
+    p = _spawn_gateway(policy_dir, upstream_url, env, stdout, stderr)
+    if not wait:
+        return p
+    return _await_gateway(p, lambda: _spawn_gateway(policy_dir, upstream_url, env, stdout, stderr))
+
+
+def start_gateways(n: int, policy_dir: str | Path, upstream_url: str,
+                   env: dict[str, str] | None = None) -> list[Proc]:
+    """`n` gateways started at once (start-up dominates a multi-replica test), each waited for as
+    `start_gateway` does: a replica whose port another process took starts again on new ones."""
+    spawned = [_spawn_gateway(policy_dir, upstream_url, env) for _ in range(n)]
+    started: list[Proc] = []
+    try:
+        for p in spawned:
+            started.append(_await_gateway(p, lambda: _spawn_gateway(policy_dir, upstream_url, env)))
+    except BaseException:
+        for p in spawned[len(started):] + started:
+            p.stop()
+        raise
+    return started
+
+
+def _spawn_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None,
+                   stdout: int | None = None, stderr: int | None = None) -> Proc:
+    port = free_port()
+    admin = free_port()
+    full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
+                 "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
+    log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
+    p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout, stderr)
+    p.admin_port = admin  # type: ignore[attr-defined]
+    return p
+
+
+def _await_gateway(p: Proc, respawn: Callable[[], Proc]) -> Proc:
+    """`p` once it listens itself (see wait_port); if it lost a port to another process, a new
+    one from `respawn()`, up to three in all."""
     for attempt in range(3):
-        port = free_port()
-        admin = free_port()
-        full = _env({"GATEWAY_PORT": str(port), "GATEWAY_ADMIN_PORT": str(admin),
-                     "GATEWAY_POLICY_DIR": str(policy_dir), "GATEWAY_UPSTREAM_URL": upstream_url, **(env or {})})
-        log = Path(tempfile.mkdtemp(prefix="gw-proc-")) / "gateway.log"
-        p = Proc([sys.executable, "-m", "gateway", "serve"], full, port, log, stdout, stderr)
-        p.admin_port = admin  # type: ignore[attr-defined]
-        if not wait:
-            return p
         try:
-            wait_port(port, timeout=20, owner=p.proc)
+            wait_port(p.port, timeout=20, owner=p.proc)
             return p
         except (TimeoutError, PortTaken) as exc:
             p.stop()
             if isinstance(exc, PortTaken) and "already in use" in p.log() and attempt < 2:
-                continue  # another process took a port meanwhile: start again on new ones
+                p = respawn()  # another process took a port meanwhile: start again on new ones
+                continue
             raise RuntimeError(f"gateway did not start:\n{p.log()}") from None
     raise AssertionError("unreachable")
 
