@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.errors import TooManyRequests
-from gateway.ratelimit import bruteforce
+from gateway.ratelimit import backend, bruteforce
 from tests.ratelimit.conftest import MakeLimiter
 from tests.support.procs import RedisServer
 
@@ -236,6 +236,38 @@ async def test_local_fallback_seeds_each_address_once_from_what_redis_left(
     # an address Redis never counted gets the full allowance
     three = fresh_ip()
     assert [await guard.record_failure(three) for _ in range(10)] == [None] * 9 + [60]
+
+
+async def test_a_second_outage_seeds_afresh_from_what_redis_counted_since(
+        make_limiter: MakeLimiter, own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each outage is an episode: an address seeded in the first must be seeded again in the
+    # second from what Redis counted in between, or the fallback would hand out the allowance it
+    # kept from the first outage.
+    monkeypatch.setattr(backend, "PROBE_INTERVAL", 0.05)
+    limiter = make_limiter("redis", storage_timeout=PATIENT, url=own_redis.url, brute_force={"max_failures": 10})
+    guard = limiter.brute_force
+    ip = fresh_ip()
+    assert await guard.record_failure(ip) is None  # Redis: 9 left
+    own_redis.kill()
+    # outage 1: seeded once with the 1 Redis counted, then 3 more: 4 spent locally
+    assert [await guard.record_failure(ip) for _ in range(3)] == [None] * 3
+    assert limiter.degraded
+
+    own_redis.start()  # empty, as after a failover
+    for _ in range(200):
+        await guard.blocked(fresh_ip())  # a guard call while degraded starts the probe
+        await asyncio.sleep(0.06)
+        if not limiter.degraded:
+            break
+    assert not limiter.degraded
+    assert [await guard.record_failure(ip) for _ in range(3)] == [None] * 3  # Redis: 7 left
+    assert not limiter.degraded
+
+    own_redis.kill()
+    # outage 2: the 4 local failures of outage 1 are still in the window, and the 3 Redis counted
+    # since are added, once: 3 left (not the 6 outage 1 left, nor 1 from seeding per failure)
+    assert [await guard.record_failure(ip) for _ in range(3)] == [None, None, 60]
+    assert limiter.degraded
 
 
 async def test_replicas_divide_only_the_local_fallback(make_limiter: MakeLimiter) -> None:
