@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +16,12 @@ import pytest
 from tests.support.procs import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Starts argv[1:] as a terminal would: SIGINT at its default. A suite started in the background of
+# a non-interactive shell (`cmd &`, as a CI runner or a script may) inherits SIGINT ignored, and a
+# shell cannot trap a signal that was ignored on entry: the Ctrl-C case would test the launcher.
+SIGINT_DEFAULT = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execvp(sys.argv[1], sys.argv[1:])"]
 
 
 def port_free(port: int) -> bool:
@@ -43,7 +50,7 @@ def test_run_sh_stops_everything_it_started(tmp_path: Path, sig: int) -> None:
                UPSTREAM_DB=str(tmp_path / "up.db"), GATEWAY_DRAIN_DELAY="0", GATEWAY_LOG_LEVEL="warning")
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115
     # Own session: the script and everything it starts share one process group to inspect.
-    proc = subprocess.Popen(["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([*SIGINT_DEFAULT, "bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         wait_port(gw, timeout=120)
