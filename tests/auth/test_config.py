@@ -66,3 +66,58 @@ def test_refused_at_load(fields: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValidationError) as info:
         JwtPolicy(**fields)
     assert needle in str(info.value)
+
+
+ALLOWED = ("['ES256', 'ES384', 'ES512', 'EdDSA', 'HS256', 'HS384', 'HS512', 'PS256', 'PS384', 'PS512', "
+           "'RS256', 'RS384', 'RS512']")
+
+
+def refusals(**fields: Any) -> list[str]:
+    """The messages an operator reads when `auth.jwt` is refused at load."""
+    with pytest.raises(ValidationError) as info:
+        JwtPolicy(**fields)
+    return [e["msg"] for e in info.value.errors()]
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        pytest.param({"algorithms": ["RS256", "none"]}, '"none" is never an acceptable algorithm', id="none"),
+        pytest.param({"algorithms": ["ES256K"]}, f'unknown algorithm "ES256K"; allowed: {ALLOWED}', id="no_hint"),
+        pytest.param({"algorithms": ["eddsa"]}, f'unknown algorithm "eddsa" (did you mean "EdDSA"?); allowed: {ALLOWED}',
+                     id="hint"),
+        pytest.param({"roles": []}, "roles must list at least one role (or be omitted)", id="no_roles"),
+        pytest.param({"roles": ["admin", "viewer", "admin"]}, "roles lists a value twice", id="duplicate_role"),
+        pytest.param({"roles": ["admin", ""]}, "role '' must be a non-empty name without surrounding spaces",
+                     id="empty_role"),
+        pytest.param({"roles": ["   "]}, "role '   ' must be a non-empty name without surrounding spaces",
+                     id="blank_role"),
+        pytest.param({"roles": ["admin "]}, "role 'admin ' must be a non-empty name without surrounding spaces",
+                     id="trailing_space_role"),
+        pytest.param({"audience": ["authenticated", ""]},
+                     "audience must be a non-empty string or a non-empty list of them", id="empty_audience_in_list"),
+        pytest.param({"required_claims": ["exp", "sub", ""]}, "required_claims entries must be non-empty",
+                     id="empty_required_claim"),
+        pytest.param({"required_claims": ["sub"]}, 'required_claims must include "exp"', id="exp_missing"),
+        pytest.param({"org_claim": "app metadata"}, 'bad claim path "app metadata" (expected names separated by dots)',
+                     id="claim_path_with_space"),
+        pytest.param({"jwks_refresh_seconds": 30, "jwks_cooldown_seconds": 31},
+                     "jwks_cooldown_seconds must not exceed jwks_refresh_seconds", id="cooldown_over_refresh"),
+    ],
+)
+def test_refusal_messages_read_exactly(fields: dict[str, Any], message: str) -> None:
+    assert refusals(**fields) == [f"Value error, {message}"]
+
+
+def test_cooldown_may_equal_refresh() -> None:
+    p = JwtPolicy(jwks_refresh_seconds=30, jwks_cooldown_seconds=30)
+    assert (p.jwks_refresh_seconds, p.jwks_cooldown_seconds) == (30, 30)
+
+
+def test_accepted_values_are_kept() -> None:
+    p = JwtPolicy(algorithms=["ES256", "HS256"], audience=["a", "b"], roles=["owner", "guest"],
+                  required_claims=["exp", "sub", "iat", "exp"], org_claim="app_metadata.org_id")
+    assert (p.algorithms, p.audience, p.roles, p.required_claims, p.org_claim) == (
+        ["ES256", "HS256"], ["a", "b"], ["owner", "guest"], ["exp", "sub", "iat"], "app_metadata.org_id")
+    assert p.uses_hmac and p.uses_asymmetric
+    assert JwtPolicy(audience="authenticated").audience == "authenticated"

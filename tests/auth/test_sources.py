@@ -151,3 +151,84 @@ def test_describe_never_prints_the_secret() -> None:
 def test_declared_roles_are_validated(roles: list[str], needle: str) -> None:
     with pytest.raises(ValueError, match=needle):
         JwtPolicy(roles=roles)
+
+
+@pytest.mark.parametrize("url", [
+    pytest.param("https://token@x.test/jwks", id="username_only"),
+    pytest.param("https://:secret@x.test/jwks", id="password_only"),
+    pytest.param("https://u:p@x.test/jwks", id="both"),
+])
+def test_jwks_url_with_any_credential_part_is_refused(url: str) -> None:
+    assert jwks_url_problem(url, False) == "GATEWAY_JWT_JWKS_URL must not carry credentials"
+
+
+def test_jwks_url_problem_messages_read_exactly() -> None:
+    assert jwks_url_problem("ftp://x.test/jwks", False) == (
+        "GATEWAY_JWT_JWKS_URL must be an https:// URL, got 'ftp://x.test/jwks'")
+    assert jwks_url_problem("http://x.test/jwks", True) == (
+        "GATEWAY_JWT_JWKS_URL must use https:// in production (keys fetched over http can be swapped)")
+
+
+MISFIT_MESSAGES: list[Any] = [
+    pytest.param(["HS256"], None, None, True,
+                 "no JWT key source: set GATEWAY_JWT_SECRET (HS256) or GATEWAY_JWT_JWKS_URL (RS256, ES256, EdDSA)",
+                 id="no_source"),
+    pytest.param(["HS256", "HS384"], None, JWKS, True,
+                 "GATEWAY_JWT_JWKS_URL is set but auth.jwt.algorithms ['HS256', 'HS384'] allows no asymmetric "
+                 "algorithm (add RS256, ES256 or EdDSA, or unset the variable)",
+                 id="hs_only_with_jwks"),
+    pytest.param(["RS256", "ES256"], HS_SECRET, None, True,
+                 "GATEWAY_JWT_SECRET is set but auth.jwt.algorithms ['RS256', 'ES256'] allows no HMAC algorithm "
+                 "(add HS256, or unset the variable)",
+                 id="rs_only_with_secret"),
+    pytest.param(["RS256", "EdDSA"], "dev", None, False,
+                 "auth.jwt.algorithms ['RS256', 'EdDSA'] needs GATEWAY_JWT_JWKS_URL (no key source for them is "
+                 "configured)",
+                 id="rs_only_with_default_secret"),
+]
+
+
+@pytest.mark.parametrize("algorithms,secret,jwks,explicit,message", MISFIT_MESSAGES)
+def test_set_up_error_messages_read_exactly(algorithms: list[str], secret: str | None, jwks: str | None,
+                                            explicit: bool, message: str) -> None:
+    sources = KeySources(secret=secret, jwks_url=jwks, secret_explicit=explicit)
+    with pytest.raises(JwtConfigError) as exc:
+        bind_algorithms(JwtPolicy(algorithms=algorithms), sources)
+    assert str(exc.value) == message
+
+
+def test_jwks_url_without_a_built_key_set_is_a_set_up_error() -> None:
+    with pytest.raises(JwtConfigError) as exc:
+        build_verifier(SHIPPED, KeySources(secret=None, jwks_url=JWKS), None)
+    assert str(exc.value) == "GATEWAY_JWT_JWKS_URL is set but no key set was built for it"
+
+
+class _RefreshingKeySet:
+    """A key set that always claims a refresh brought new keys."""
+
+    keys: dict[str, Any] = {}
+
+    def request_refresh(self) -> bool:
+        return True
+
+    async def await_refresh(self) -> bool:
+        return True
+
+
+async def test_secret_only_verifier_never_waits_on_a_key_set_it_does_not_use() -> None:
+    # A key set handed in without GATEWAY_JWT_JWKS_URL verifies nothing, so the verifier never
+    # reports new keys (the caller would otherwise retry an HS256 token in vain).
+    v = build_verifier(SHIPPED, KeySources(secret=HS_SECRET, jwks_url=None), _RefreshingKeySet())
+    assert v.algorithms == ("HS256",)
+    assert await v.await_new_keys() is False
+
+
+def test_describe_names_the_development_default_secret() -> None:
+    sources = KeySources(secret="dev", jwks_url=None, secret_explicit=False)
+    assert describe(SHIPPED, sources) == ["HS256 with development default secret"]
+
+
+def test_describe_lists_every_bound_hmac_algorithm() -> None:
+    policy = JwtPolicy(algorithms=["HS256", "HS384", "HS512"])
+    assert describe(policy, KeySources(secret=HS_SECRET, jwks_url=None)) == [
+        "HS256, HS384, HS512 with GATEWAY_JWT_SECRET"]
