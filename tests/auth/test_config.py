@@ -121,3 +121,30 @@ def test_accepted_values_are_kept() -> None:
         ["ES256", "HS256"], ["a", "b"], ["owner", "guest"], ["exp", "sub", "iat"], "app_metadata.org_id")
     assert p.uses_hmac and p.uses_asymmetric
     assert JwtPolicy(audience="authenticated").audience == "authenticated"
+
+
+LIMITS = [  # field, lowest accepted, highest accepted (None: no upper bound)
+    ("leeway_seconds", 0, 300),
+    ("max_age_seconds", 1, None),
+    ("max_token_bytes", 256, 65536),
+    ("jwks_refresh_seconds", 5, None),
+    ("cache_size", 0, 1_000_000),
+]
+
+
+@pytest.mark.parametrize("field,low,high", LIMITS, ids=[f for f, _, _ in LIMITS])
+def test_numeric_limits_hold_at_both_edges(field: str, low: int, high: int | None) -> None:
+    other = {"jwks_cooldown_seconds": 1}  # never above jwks_refresh_seconds, whatever that is
+    assert getattr(JwtPolicy(**{field: low}, **other), field) == low
+    with pytest.raises(ValidationError, match=field):
+        JwtPolicy(**{field: low - 1}, **other)
+    if high is not None:
+        assert getattr(JwtPolicy(**{field: high}, **other), field) == high
+        with pytest.raises(ValidationError, match=field):
+            JwtPolicy(**{field: high + 1}, **other)
+
+
+def test_jwks_cooldown_is_at_least_a_second() -> None:
+    assert JwtPolicy(jwks_cooldown_seconds=1).jwks_cooldown_seconds == 1
+    with pytest.raises(ValidationError, match="jwks_cooldown_seconds"):
+        JwtPolicy(jwks_cooldown_seconds=0)
