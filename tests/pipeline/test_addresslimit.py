@@ -3,9 +3,20 @@ signature work (the stage order of issue 14), and webhook signature failures blo
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
 from gateway.app import Gateway
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, TooManyWebhookFailures
+from gateway.pipeline.addresslimit import AddressLimitStage
+from gateway.policy.compiled import CompiledRoute
+from gateway.policy.router import PathTemplate
+from gateway.ratelimit import BruteForceGuard
+from gateway.ratelimit.limiter import Decision
 from tests.pipeline.abuse_harness import forged, fresh_ip, hook_sig, make_gateway, request, token
 
 POLICY = """
@@ -97,3 +108,182 @@ async def test_a_missing_signature_counts_as_a_failed_verification(gw: Gateway) 
     ip = fresh_ip()
     got = [await request(gw, "POST", "/v1/hook", ip=ip, body=BODY) for _ in range(4)]
     assert [r.status for r in got] == [401, 401, 401, 429]
+
+
+
+async def RECEIVE() -> dict[str, Any]:
+    raise AssertionError("the stage reads no body")
+
+
+async def SEND(message: MutableMapping[str, Any]) -> None:
+    raise AssertionError("the stage sends nothing itself")
+
+# --- the stage on its own, over ASGI, with a scripted limiter --------------------------------------
+
+class ScriptedLimiter:
+    """The RateLimiter interface the stage uses: `hit` answers `decision` and records its arguments;
+    `webhook_brute_force` answers `blocked` for every address and records the addresses asked."""
+
+    def __init__(self, decision: Decision | None = None, blocked: int | None = None) -> None:
+        self.decision = decision or Decision(allowed=True)
+        self.hits: list[tuple[Any, ...]] = []
+        self.webhook_brute_force = self
+        self._blocked = blocked
+        self.asked: list[str] = []
+
+    async def hit(self, route_id: str, compiled: Any, **keys: Any) -> Decision:
+        self.hits.append((route_id, compiled, keys))
+        return self.decision
+
+    async def blocked(self, ip: str) -> int | None:
+        self.asked.append(ip)
+        return self._blocked
+
+    refusal = BruteForceGuard.refusal
+    _refusal = TooManyWebhookFailures
+
+
+ADDRESS = "198.51.100.9"
+HEADERS = [(b"ratelimit-policy", b'"r";q=3;w=60'), (b"ratelimit", b'"r";r=2;t=60')]
+
+
+def limited_route(rule: Any = None, auth: str = "jwt") -> CompiledRoute:
+    t = PathTemplate("/v1/x")
+    return CompiledRoute(id="r", methods=frozenset({"POST"}), template=t, upstream_template=t, auth=auth,
+                         max_body_bytes=0, connect_timeout=1, total_timeout=1, body_read_timeout=1,
+                         rate_limit=rule)
+
+
+def rule(by_address: bool) -> Any:
+    return SimpleNamespace(by_address=by_address)
+
+
+class Stage:
+    def __init__(self, limiter: ScriptedLimiter, *, recorders: bool = True) -> None:
+        self.limiter = limiter
+        self.outcomes: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str]] = []
+        self.reached: list[RequestContext] = []
+        self.handed: list[tuple[Any, Any, Any]] = []  # what the app was called with
+
+        async def inner(scope: Any, receive: Any, send: Any) -> None:
+            self.reached.append(scope["gateway"])
+            self.handed.append((scope, receive, send))
+
+        if recorders:
+            self.stage = AddressLimitStage(inner, lambda: limiter,  # type: ignore[arg-type,return-value]
+                                           outcome=lambda r, what: self.outcomes.append((r, what)),
+                                           event=lambda s, what: self.events.append((s, what)))
+        else:
+            self.stage = AddressLimitStage(inner, lambda: limiter)  # type: ignore[arg-type,return-value]
+
+    async def call(self, rt: CompiledRoute | None, preflight: bool = False) -> RequestContext:
+        ctx = RequestContext("req-1", ADDRESS, None)  # type: ignore[arg-type]
+        ctx.route = rt
+        scope: dict[str, Any] = {"type": "http", "method": "POST", "gateway": ctx, "headers": []}
+        if preflight:
+            scope["gateway.preflight"] = True
+        await self.stage(scope, RECEIVE, SEND)
+        assert self.handed in ([], [(scope, RECEIVE, SEND)])
+        return ctx
+
+
+async def test_an_address_keyed_limit_is_counted_for_the_client_address_and_its_headers_kept() -> None:
+    compiled = rule(by_address=True)
+    s = Stage(ScriptedLimiter(Decision(allowed=True, headers=list(HEADERS))))
+    ctx = await s.call(limited_route(compiled))
+    assert s.limiter.hits == [("r", compiled, {"ip": ADDRESS})]
+    assert s.outcomes == [("r", "allowed")]
+    assert s.reached == [ctx]
+    assert ctx.response_headers == HEADERS
+    assert s.limiter.asked == []  # not a webhook route: the brute-force block is not consulted
+
+
+async def test_an_address_over_its_limit_is_429_with_the_rate_limit_headers_and_never_reaches_the_app() -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=False, headers=list(HEADERS) + [(b"retry-after", b"42")])))
+    with pytest.raises(GatewayError) as info:
+        await s.call(limited_route(rule(by_address=True)))
+    err = info.value
+    assert (err.status, err.reason, err.route_id) == (429, "ratelimit.exceeded", "r")
+    assert err.headers == {"RateLimit-Policy": '"r";q=3;w=60', "RateLimit": '"r";r=2;t=60', "Retry-After": "42"}
+    assert s.outcomes == [("r", "denied")]
+    assert s.reached == []
+
+
+async def test_a_shadow_denial_is_reported_and_the_request_still_served() -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=True, shadow_denied=True)))
+    ctx = await s.call(limited_route(rule(by_address=True)))
+    assert s.outcomes == [("r", "shadow_denied"), ("r", "allowed")]
+    assert s.reached == [ctx]
+    assert ctx.response_headers == []
+
+
+@pytest.mark.parametrize("compiled", [pytest.param(None, id="no_limit"),
+                                      pytest.param(rule(by_address=False), id="keyed_by_identity")])
+async def test_a_limit_not_keyed_by_the_address_alone_is_left_to_the_rate_limit_stage(compiled: Any) -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=False)))
+    ctx = await s.call(limited_route(compiled))
+    assert s.limiter.hits == []
+    assert s.outcomes == []
+    assert s.reached == [ctx]
+
+
+@pytest.mark.parametrize("preflight", [False, True])
+async def test_without_a_route_or_on_a_preflight_the_stage_steps_aside(preflight: bool) -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=False), blocked=30))
+    ctx = await s.call(limited_route(rule(by_address=True), auth="webhook") if preflight else None,
+                       preflight=preflight)
+    assert (s.limiter.hits, s.limiter.asked, s.outcomes, s.events) == ([], [], [], [])
+    assert s.reached == [ctx]
+
+
+async def test_a_blocked_address_on_a_webhook_route_is_429_with_the_time_left() -> None:
+    s = Stage(ScriptedLimiter(blocked=30))
+    with pytest.raises(GatewayError) as info:
+        await s.call(limited_route(None, auth="webhook"))
+    err = info.value
+    assert (err.status, err.reason) == (429, "webhook.too_many_failures")
+    assert err.headers == {"Retry-After": "30"}
+    assert s.limiter.asked == [ADDRESS]
+    assert s.events == [("webhook", "refused")]
+    assert s.reached == []
+
+
+async def test_an_unblocked_address_on_a_webhook_route_is_served_after_its_address_limit() -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=True), blocked=None))
+    ctx = await s.call(limited_route(rule(by_address=True), auth="webhook"))
+    assert s.limiter.asked == [ADDRESS]
+    assert s.outcomes == [("r", "allowed")]
+    assert s.events == []
+    assert s.reached == [ctx]
+
+
+async def test_an_address_over_its_limit_on_a_webhook_route_is_refused_before_the_block_is_consulted() -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=False), blocked=30))
+    with pytest.raises(GatewayError) as info:
+        await s.call(limited_route(rule(by_address=True), auth="webhook"))
+    assert info.value.reason == "ratelimit.exceeded"
+    assert s.limiter.asked == []
+
+
+@pytest.mark.parametrize("auth", ["jwt", "none"])
+async def test_the_brute_force_block_applies_to_webhook_routes_only(auth: str) -> None:
+    s = Stage(ScriptedLimiter(blocked=30))
+    ctx = await s.call(limited_route(None, auth=auth))
+    assert s.limiter.asked == []
+    assert s.reached == [ctx]
+
+
+async def test_the_stage_works_without_outcome_or_event_recorders() -> None:
+    s = Stage(ScriptedLimiter(Decision(allowed=True, shadow_denied=True, headers=list(HEADERS))), recorders=False)
+    ctx = await s.call(limited_route(rule(by_address=True)))
+    assert s.reached == [ctx]
+    assert ctx.response_headers == HEADERS
+    s = Stage(ScriptedLimiter(Decision(allowed=False)), recorders=False)
+    with pytest.raises(GatewayError) as info:
+        await s.call(limited_route(rule(by_address=True)))
+    assert info.value.reason == "ratelimit.exceeded"
+    s = Stage(ScriptedLimiter(blocked=5), recorders=False)
+    with pytest.raises(GatewayError) as info:
+        await s.call(limited_route(None, auth="webhook"))
+    assert info.value.reason == "webhook.too_many_failures"
