@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from upstream_stub.identity import Identity
 M = TypeVar("M", bound=BaseModel)
 MAX_JSON_BODY = 64 * 1024
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the document's pattern and maxLength
+SEQ_MAX = 2**63 - 1
 
 
 async def read_body(request: Request, cap: int) -> bytes:
@@ -68,15 +71,23 @@ def page_args(request: Request) -> tuple[int, int]:
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise Unprocessable("validation.failed", f"limit must be 1..{MAX_LIMIT}")
     cursor = request.query_params.get("cursor")
-    after = 0
-    if cursor:
-        try:
-            after = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-        except (binascii.Error, ValueError, UnicodeDecodeError):
-            raise Unprocessable("validation.failed", "cursor is malformed") from None
-        if after < 0:
-            raise Unprocessable("validation.failed", "cursor is malformed")
-    return int(raw_limit), after
+    return int(raw_limit), (_cursor_seq(cursor) if cursor else 0)
+
+
+def _cursor_seq(cursor: str) -> int:
+    """The sequence number in a cursor this API handed out (`page`), or 422. Strict: base64's
+    default decoder skips characters outside its alphabet, so `\x86\xc8\xe7M9` read as the cursor
+    `M9` and was served (schemathesis found it); the document's pattern is the alphabet itself."""
+    malformed = Unprocessable("validation.failed", "cursor is malformed")
+    if not _CURSOR.fullmatch(cursor):
+        raise malformed
+    try:
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise malformed from None
+    if not text.isdigit() or (len(text) > 1 and text.startswith(b"0")) or int(text) > SEQ_MAX:
+        raise malformed  # beyond a 64-bit row id the stores fail (OverflowError in SQLite: a 500)
+    return int(text)
 
 
 def page(items: Sequence[dict[str, Any]], seqs: Sequence[int], limit: int) -> JSONResponse:

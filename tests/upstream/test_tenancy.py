@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -156,3 +157,36 @@ async def test_oversized_body_is_413(up: Upstream) -> None:
     r = await up.client.post("/agents", content=b"{" + b" " * 70000 + b"}", headers={
         **user_headers(A), "content-type": "application/json"})
     assert r.status_code == 413
+
+
+def _cursor(text: bytes) -> str:
+    return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("cursor", [
+    # base64's lenient decoder skipped what is not in its alphabet: this read as `M9`, i.e. "3"
+    pytest.param("\x86\xc8\xe7M9", id="outside_the_alphabet"),
+    pytest.param("M9 ", id="trailing_space"),
+    pytest.param("M+9/", id="standard_alphabet"),
+    pytest.param("Mw==", id="padding"),
+    pytest.param("M", id="truncated"),
+    pytest.param(_cursor(b"-3"), id="negative"),
+    pytest.param(_cursor(b"3 "), id="not_digits"),
+    pytest.param(_cursor("\u00b3".encode()), id="unicode_digit"),
+    pytest.param(_cursor(b"03"), id="leading_zero"),
+    pytest.param(_cursor(str(2**63).encode()), id="beyond_64_bits"),
+    pytest.param(_cursor(b"1" * 49), id="longer_than_64_characters"),
+])
+async def test_a_cursor_the_api_did_not_hand_out_is_422(up: Upstream, cursor: str) -> None:
+    r = await up.client.get("/agents", params={"orgId": A, "cursor": cursor}, headers=user_headers(A))
+    assert r.status_code == 422, r.text
+    assert r.json()["reason"] == "validation.failed"
+    assert r.json()["detail"] == "cursor is malformed"
+
+
+@pytest.mark.parametrize("seq", [1, 3, 2**63 - 1])
+async def test_a_well_formed_cursor_is_served(up: Upstream, seq: int) -> None:
+    r = await up.client.get("/agents", params={"orgId": A, "cursor": _cursor(str(seq).encode())},
+                            headers=user_headers(A))
+    assert r.status_code == 200, r.text
+    assert r.json()["nextCursor"] is None
