@@ -35,7 +35,7 @@ from tests.support.gateway_proc import (
     wait_until,
     write_policy,
 )
-from tests.support.procs import RedisServer, free_port
+from tests.support.procs import RedisServer, free_port, redis_server
 
 LIMIT = 30
 REPLICAS = 3
@@ -139,11 +139,8 @@ def upstream() -> Iterator[Proc]:
 
 @pytest.fixture(scope="module")
 def shared_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
-    try:
+    with redis_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -51,17 +51,19 @@ async def _ok(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-def make_gateway(policy_yaml: str) -> Gateway:
+def make_gateway(policy_yaml: str, env: dict[str, str] | None = None, forwarder: Any = _ok) -> Gateway:
+    """The gateway of `policy_yaml` with `env` (secrets the policy names) added, `forwarder` in the
+    forwarder's place."""
     d = Path(tempfile.mkdtemp(prefix="gw-abuse-"))
     (d / "gateway.yaml").write_text(textwrap.dedent(policy_yaml))
     env = {"GATEWAY_JWT_SECRET": JWT_SECRET, "GATEWAY_IDENTITY_SECRET": "stage-test-identity-secret-0123456789",
-           "HOOK_SECRET": HOOK_SECRET, "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9"}
+           "HOOK_SECRET": HOOK_SECRET, "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9", **(env or {})}
     settings = Settings(policy_dir=str(d), jwt_secret=JWT_SECRET, identity_secret=env["GATEWAY_IDENTITY_SECRET"],
                         audit_log=str(d / "audit.log"), access_log="off")
     full_env = {**effective_env(settings, {}), **env}
     gw = Gateway(settings, load_policy(d, full_env, False), full_env)
     gw.observers.clear()
-    gw.forwarder = _ok  # type: ignore[assignment]
+    gw.forwarder = forwarder
     gw.pipeline = gw.build_pipeline()
     return gw
 

@@ -3,7 +3,6 @@ signature work (the stage order of issue 14), and webhook signature failures blo
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -11,13 +10,12 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, TooManyWebhookFailures
+from gateway.errors import GatewayError
 from gateway.pipeline.addresslimit import AddressLimitStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
-from gateway.ratelimit import BruteForceGuard
 from gateway.ratelimit.limiter import Decision
 from tests.pipeline.abuse_harness import forged, fresh_ip, hook_sig, make_gateway, request, token
+from tests.pipeline.stage_kit import RECEIVE, SEND, ScriptedLimiter, stage_route
 
 POLICY = """
     upstream: {url: "${GATEWAY_UPSTREAM_URL}"}
@@ -111,47 +109,14 @@ async def test_a_missing_signature_counts_as_a_failed_verification(gw: Gateway) 
 
 
 
-async def RECEIVE() -> dict[str, Any]:
-    raise AssertionError("the stage reads no body")
-
-
-async def SEND(message: MutableMapping[str, Any]) -> None:
-    raise AssertionError("the stage sends nothing itself")
-
 # --- the stage on its own, over ASGI, with a scripted limiter --------------------------------------
-
-class ScriptedLimiter:
-    """The RateLimiter interface the stage uses: `hit` answers `decision` and records its arguments;
-    `webhook_brute_force` answers `blocked` for every address and records the addresses asked."""
-
-    def __init__(self, decision: Decision | None = None, blocked: int | None = None) -> None:
-        self.decision = decision or Decision(allowed=True)
-        self.hits: list[tuple[Any, ...]] = []
-        self.webhook_brute_force = self
-        self._blocked = blocked
-        self.asked: list[str] = []
-
-    async def hit(self, route_id: str, compiled: Any, **keys: Any) -> Decision:
-        self.hits.append((route_id, compiled, keys))
-        return self.decision
-
-    async def blocked(self, ip: str) -> int | None:
-        self.asked.append(ip)
-        return self._blocked
-
-    refusal = BruteForceGuard.refusal
-    _refusal = TooManyWebhookFailures
-
 
 ADDRESS = "198.51.100.9"
 HEADERS = [(b"ratelimit-policy", b'"r";q=3;w=60'), (b"ratelimit", b'"r";r=2;t=60')]
 
 
 def limited_route(rule: Any = None, auth: str = "jwt") -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id="r", methods=frozenset({"POST"}), template=t, upstream_template=t, auth=auth,
-                         max_body_bytes=0, connect_timeout=1, total_timeout=1, body_read_timeout=1,
-                         rate_limit=rule)
+    return stage_route(methods={"POST"}, auth=auth, rate_limit=rule)
 
 
 def rule(by_address: bool) -> Any:

@@ -15,8 +15,8 @@ from gateway.errors import GatewayError, TooManyAuthFailures, Unauthorized
 from gateway.pipeline import auth as auth_module
 from gateway.pipeline.auth import AuthStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
 from gateway.ratelimit import BruteForceGuard
+from tests.pipeline.stage_kit import stage_route
 
 IP = "203.0.113.7"
 GOOD = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1MSJ9.c2ln"
@@ -98,9 +98,7 @@ class Downstream:
 
 
 def route(auth: str = "jwt") -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id="r", methods=frozenset({"GET"}), template=t, upstream_template=t, auth=auth,
-                         max_body_bytes=0, connect_timeout=1, total_timeout=1, body_read_timeout=1)
+    return stage_route(auth=auth)
 
 
 class Harness:

@@ -17,18 +17,15 @@ from gateway.context import RequestContext
 from gateway.errors import Forbidden, TenantMissingClaim
 from gateway.pipeline.authz import AuthzStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
 from gateway.ratelimit.limiter import claim_values
 from gateway.tenant import org_from_claims
+from tests.pipeline.stage_kit import stage_route
 
 DECLARED = ["owner", "admin", "member", "viewer"]
 
 
 def route(roles: set[str] | None = None, scopes: set[str] | None = None) -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id="r", methods=frozenset({"GET"}), template=t, upstream_template=t, auth="jwt",
-                         max_body_bytes=0, connect_timeout=1, total_timeout=1, body_read_timeout=1,
-                         roles=frozenset(roles) if roles else None, scopes=frozenset(scopes) if scopes else None)
+    return stage_route(roles=frozenset(roles) if roles else None, scopes=frozenset(scopes) if scopes else None)
 
 
 def run(claims: dict[str, Any] | None, r: CompiledRoute, role_claim: str = "org_role",

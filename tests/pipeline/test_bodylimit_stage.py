@@ -16,16 +16,14 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline.bodylimit import SMALL_BODY, BodyLimitStage, BufferBudget, ClientDisconnected, Held, read_body
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
+from tests.pipeline.stage_kit import stage_route
 
 CAP = 100
 
 
 def route(cap: int = CAP, idle: float = 1.0, total: float = 5.0) -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id="r", methods=frozenset({"POST"}), template=t, upstream_template=t, auth="none",
-                         max_body_bytes=cap, connect_timeout=1, total_timeout=1, body_read_timeout=idle,
-                         body_total_timeout=total)
+    return stage_route(methods={"POST"}, auth="none", max_body_bytes=cap, body_read_timeout=idle,
+                       body_total_timeout=total)
 
 
 def context(rt: CompiledRoute | None, max_buffered: int = 10 * SMALL_BODY, retry_after: int = 7) -> RequestContext:

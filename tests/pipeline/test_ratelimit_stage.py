@@ -4,7 +4,6 @@ shadow outcome, and the requests it leaves alone (no limit, address-keyed limits
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,8 +13,8 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
 from gateway.ratelimit.limiter import Decision
+from tests.pipeline.stage_kit import RECEIVE, SEND, ScriptedLimiter, stage_route
 
 IP = "198.51.100.23"
 HEADERS = [(b"ratelimit-policy", b'"r";q=2;w=60'), (b"ratelimit", b'"r";r=1;t=60')]
@@ -23,29 +22,8 @@ BY_IDENTITY = SimpleNamespace(by_address=False)
 
 
 
-async def RECEIVE() -> dict[str, Any]:
-    raise AssertionError("the stage reads no body")
-
-
-async def SEND(message: MutableMapping[str, Any]) -> None:
-    raise AssertionError("the stage sends nothing itself")
-
-class ScriptedLimiter:
-    """`hit` answers `decision` and records what it was asked."""
-
-    def __init__(self, decision: Decision | None = None) -> None:
-        self.decision = decision or Decision(allowed=True)
-        self.hits: list[tuple[Any, ...]] = []
-
-    async def hit(self, route_id: str, compiled: Any, **keys: Any) -> Decision:
-        self.hits.append((route_id, compiled, keys))
-        return self.decision
-
-
 def route(rule: Any = BY_IDENTITY) -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id="r", methods=frozenset({"GET"}), template=t, upstream_template=t, auth="jwt",
-                         max_body_bytes=0, connect_timeout=1, total_timeout=1, body_read_timeout=1, rate_limit=rule)
+    return stage_route(rate_limit=rule)
 
 
 class Harness:

@@ -14,13 +14,12 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline.routing import RoutingStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate, RouteTable
+from gateway.policy.router import RouteTable
+from tests.pipeline.stage_kit import stage_route
 
 
 def route(rid: str, path: str, methods: set[str], upstream: str) -> CompiledRoute:
-    return CompiledRoute(id=rid, methods=frozenset(methods), template=PathTemplate(path),
-                         upstream_template=PathTemplate(upstream), auth="none", max_body_bytes=0,
-                         connect_timeout=1, total_timeout=1, body_read_timeout=1)
+    return stage_route(rid, methods, path, upstream, auth="none")
 
 
 ITEMS = route("items", "/v1/items", {"GET", "POST"}, "/items")

@@ -14,8 +14,8 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline.tenant import TenantStage
 from gateway.policy.compiled import CompiledRoute
-from gateway.policy.router import PathTemplate
 from gateway.tenant import Mode, TenantBinder, TenantPolicy, compile_tenant
+from tests.pipeline.stage_kit import stage_route
 
 ORG = "org-a"
 ALICE: dict[str, Any] = {"sub": "alice", "org_id": ORG}
@@ -28,10 +28,7 @@ def binder(mode: Mode = "verify", **locations: Any) -> TenantBinder:
 
 
 def route(tenant: TenantBinder | None) -> CompiledRoute:
-    t = PathTemplate("/v1/x")
-    return CompiledRoute(id=ROUTE_ID, methods=frozenset({"GET", "POST"}), template=t, upstream_template=t,
-                         auth="jwt", max_body_bytes=1 << 20, connect_timeout=1, total_timeout=1,
-                         body_read_timeout=1, tenant=tenant)
+    return stage_route(ROUTE_ID, {"GET", "POST"}, max_body_bytes=1 << 20, tenant=tenant)
 
 
 @dataclass

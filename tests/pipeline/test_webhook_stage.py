@@ -9,12 +9,9 @@ import hashlib
 import hmac
 import json
 import logging
-import tempfile
-import textwrap
 import time
 import uuid
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,12 +20,11 @@ from gateway.app import Gateway
 from gateway.context import RequestContext
 from gateway.errors import BadGateway, GatewayError, Unauthorized
 from gateway.pipeline.webhook import WebhookStage
-from gateway.policy.loader import load_policy
-from gateway.settings import Settings, effective_env
 from gateway.webhooks import DedupeStore
 from gateway.webhooks.dedupe import MemoryDedupeStore, State
 from gateway.webhooks.errors import DedupeStoreUnavailable
-from tests.pipeline.abuse_harness import HOOK_SECRET, JWT_SECRET, Sent, hook_sig, request
+from tests.pipeline.abuse_harness import Sent, hook_sig, request
+from tests.pipeline.abuse_harness import make_gateway as abuse_gateway
 
 STD_KEY = b"standard-webhooks-test-key-0123456789"
 KOMMO_ID = "kommo-client-uuid-0001"
@@ -118,20 +114,8 @@ class Upstream:
 
 
 def make_gateway(upstream: Upstream) -> Gateway:
-    d = Path(tempfile.mkdtemp(prefix="gw-webhook-"))
-    (d / "gateway.yaml").write_text(textwrap.dedent(POLICY))
-    env = {"GATEWAY_JWT_SECRET": JWT_SECRET, "GATEWAY_IDENTITY_SECRET": "stage-test-identity-secret-0123456789",
-           "HOOK_SECRET": HOOK_SECRET, "GATEWAY_UPSTREAM_URL": "http://127.0.0.1:9",
-           "STD_SECRET": "whsec_" + base64.b64encode(STD_KEY).decode(), "KOMMO_ID": KOMMO_ID,
-           "KOMMO_SECRET": KOMMO_SECRET, "URL_TOKEN": URL_TOKEN}
-    settings = Settings(policy_dir=str(d), jwt_secret=JWT_SECRET, identity_secret=env["GATEWAY_IDENTITY_SECRET"],
-                        audit_log=str(d / "audit.log"), access_log="off")
-    full_env = {**effective_env(settings, {}), **env}
-    gw = Gateway(settings, load_policy(d, full_env, False), full_env)
-    gw.observers.clear()
-    gw.forwarder = upstream  # type: ignore[assignment]
-    gw.pipeline = gw.build_pipeline()
-    return gw
+    return abuse_gateway(POLICY, {"STD_SECRET": "whsec_" + base64.b64encode(STD_KEY).decode(), "KOMMO_ID": KOMMO_ID,
+                                  "KOMMO_SECRET": KOMMO_SECRET, "URL_TOKEN": URL_TOKEN}, upstream)
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -8,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.ratelimit import RateLimiter, RateLimitSettings
-from tests.support.procs import RedisServer
+from tests.support.procs import RedisServer, redis_server
 
 MakeLimiter = Callable[..., RateLimiter]
 
@@ -43,9 +42,5 @@ def route_id() -> str:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, for tests that kill or stall it (the session one is shared)."""
-    server = RedisServer().start()
-    try:
+    with redis_server() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.dir, ignore_errors=True)

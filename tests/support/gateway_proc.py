@@ -115,22 +115,25 @@ def _started(make: Callable[[int], Proc]) -> Proc:
 
 
 def start_gateway(policy_dir: str | Path, upstream_url: str, env: dict[str, str] | None = None,
-                  wait: bool = True, stdout: int | None = None, stderr: int | None = None) -> Proc:
-    p = _spawn_gateway(policy_dir, upstream_url, env, stdout, stderr)
-    if not wait:
-        return p
-    return _await_gateway(p, lambda: _spawn_gateway(policy_dir, upstream_url, env, stdout, stderr))
+                  stdout: int | None = None, stderr: int | None = None) -> Proc:
+    def spawn() -> Proc:
+        return _spawn_gateway(policy_dir, upstream_url, env, stdout, stderr)
+
+    return _await_gateway(spawn(), spawn)
 
 
 def start_gateways(n: int, policy_dir: str | Path, upstream_url: str,
                    env: dict[str, str] | None = None) -> list[Proc]:
     """`n` gateways started at once (start-up dominates a multi-replica test), each waited for as
     `start_gateway` does: a replica whose port another process took starts again on new ones."""
-    spawned = [_spawn_gateway(policy_dir, upstream_url, env) for _ in range(n)]
+    def spawn() -> Proc:
+        return _spawn_gateway(policy_dir, upstream_url, env)
+
+    spawned = [spawn() for _ in range(n)]
     started: list[Proc] = []
     try:
         for p in spawned:
-            started.append(_await_gateway(p, lambda: _spawn_gateway(policy_dir, upstream_url, env)))
+            started.append(_await_gateway(p, spawn))
     except BaseException:
         for p in spawned[len(started):] + started:
             p.stop()
