@@ -36,7 +36,7 @@ from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.pipeline.requestid import InFlight, Observer, RequestIdStage
 from gateway.pipeline.routing import RoutingStage
 from gateway.pipeline.tenant import TenantStage
-from gateway.pipeline.validate import BodyValidationStage
+from gateway.pipeline.validate import ValidationStage
 from gateway.pipeline.webhook import WebhookStage
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import load_policy
@@ -172,7 +172,7 @@ class Gateway:
         # Innermost first: the request meets these in reverse order. The README table "What a
         # request goes through" gives the reason for each position; keep the two in step.
         app: ASGIApp = self.forwarder                                   # 11 forwarding
-        app = BodyValidationStage(app)                                  # 10b JSON parsed once + schema
+        app = ValidationStage(app)                                      # 10b parameters; JSON parsed once + schema
         app = RateLimitStage(app, lambda: limiter, org_claim,           # 10 rate limiting (sub/org keys)
                              self.metrics.ratelimit)
         app = AuthzStage(app, jwt.role_claim if jwt else "org_role",    # 9 authorization

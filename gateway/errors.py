@@ -17,6 +17,7 @@
     │                                webhook.too_many_failures (+ Retry-After)
     ├── Gone (410)                   route.sunset (a deprecated route past its sunset date)
     ├── UnprocessableContent (422)   request.invalid_body (+ `errors`: JSON pointer and detail per field)
+    │   └── InvalidParameter         request.invalid_parameter (+ `errors`: in, name and detail per parameter)
     ├── BadGateway (502)             upstream.unavailable, upstream.bad_response
     ├── ServiceUnavailable (503)     gateway.overloaded, gateway.draining, ratelimit.unavailable,
     │                                upstream.saturated (+ Retry-After)
@@ -147,6 +148,15 @@ class UnprocessableContent(GatewayError):
         super().__init__(None, detail or "the request body does not match the operation's schema",
                          **kw)  # type: ignore[arg-type]
         self.extensions = {"errors": errors}
+
+
+class InvalidParameter(UnprocessableContent):
+    """422 with one `{in, name, detail}` entry per failing query or path parameter."""
+
+    reason = "request.invalid_parameter"
+
+    def __init__(self, errors: list[dict[str, str]], **kw: object) -> None:
+        super().__init__(errors, "a query or path parameter does not match the operation's schema", **kw)
 
 
 class BadGateway(GatewayError):

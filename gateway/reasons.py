@@ -15,6 +15,7 @@ Adding a reason is one line in `CATALOGUE`:
     always      any route (framing, path, overload, upstream failure)
     body        routes that take a request body (POST/PUT/PATCH/DELETE)
     validate    routes whose body is validated against the operation's schema
+    params      routes whose query or path parameters are checked against the operation's schemas
     jwt         routes with `auth: jwt`
     tenant      routes with a `tenant:` binding
     roles       routes with `roles:` or `scopes:`
@@ -91,6 +92,10 @@ CATALOGUE: tuple[Reason, ...] = (
     R("request.invalid_body", 422, "validate", "The JSON body does not match the operation's schema; "
       "`errors` lists a JSON pointer and a message per failing field (at most 10).",
       "Fix the fields named in `errors`; the schema is in /v1/openapi.json."),
+    R("request.invalid_parameter", 422, "params", "A query or path parameter does not match the "
+      "operation's declared schema (type, bounds, pattern, enum), is not valid percent-encoded UTF-8, "
+      "is given more than once, or a required one is missing; `errors` lists where, which and why (at most 10).",
+      "Fix the parameters named in `errors`; their schemas are in /v1/openapi.json."),
     # --- authentication --------------------------------------------------------------------------
     R("auth.missing_token", 401, "jwt", "No bearer token was sent.",
       "Send `Authorization: Bearer <access token>`."),

@@ -100,7 +100,8 @@ def test_every_raised_reason_has_a_catalogue_entry() -> None:
     raised = raised_reasons()
     # The scan must actually find the reasons it is meant to find (a broken scan would pass).
     for known in ("tenant.mismatch", "auth.expired", "request.ambiguous", "webhook.store_unavailable",
-                  "request.client_closed", "not_found", "request.invalid_body", "route.sunset"):
+                  "request.client_closed", "not_found", "request.invalid_body", "request.invalid_parameter",
+                  "route.sunset"):
         assert known in raised, known
     missing = {r: where for r, where in raised.items() if r not in BY_ID}
     assert not missing, f"reason ids raised without a catalogue entry in gateway/reasons.py: {missing}"
@@ -123,7 +124,7 @@ def test_the_scan_catches_a_new_unlisted_reason(tmp_path: Path) -> None:
 def test_entries_are_complete(entry) -> None:
     assert 100 <= entry.status <= 599
     assert entry.meaning.strip() and entry.action.strip()
-    assert entry.when in {"always", "body", "validate", "jwt", "tenant", "roles", "ratelimit", "webhook",
+    assert entry.when in {"always", "body", "validate", "params", "jwt", "tenant", "roles", "ratelimit", "webhook",
                           "mutating", "deprecated", "cors", "unrouted", "upstream", "log"}
 
 

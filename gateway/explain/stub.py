@@ -25,7 +25,7 @@ _LABELS = {
     "WebhookStage": "webhook",
     "TenantStage": "tenant", "AuthzStage": "authorization", "RateLimitStage": "rate limit",
     "StubUpstream": "forward", "DocsStage": "docs", "DeprecationStage": "deprecation",
-    "BodyValidationStage": "body validation",
+    "ValidationStage": "validation",
 }
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 

@@ -102,21 +102,26 @@ def _upstream_path(spec: RouteSpec) -> str:
     return spec.path[3:] if spec.path.startswith("/v1/") else spec.path
 
 
-def _problem_content(reasons: list[str], invalid_body: bool) -> dict[str, Any]:
+def _problem_content(reasons: list[str]) -> dict[str, Any]:
     extra: dict[str, Any] = {"type": "object", "properties": {"reason": {"enum": reasons}}}
     schema = {"allOf": [{"$ref": f"#/components/schemas/{PROBLEM}"}, extra]}
-    if invalid_body:
-        extra["properties"]["errors"] = {"$ref": "#/components/schemas/FieldErrors"}
+    errors = [{"$ref": f"#/components/schemas/{name}"} for reason, name in
+              (("request.invalid_body", "FieldErrors"), ("request.invalid_parameter", "ParameterErrors"))
+              if reason in reasons]
+    if errors:
+        extra["properties"]["errors"] = errors[0] if len(errors) == 1 else {"oneOf": errors}
     return {"application/problem+json": {"schema": schema}}
 
 
-def _kinds(spec: RouteSpec, method: str, has_json_body: bool, info: RouteInfo) -> set[str]:
+def _kinds(spec: RouteSpec, method: str, has_json_body: bool, has_params: bool, info: RouteInfo) -> set[str]:
     kinds: set[str] = set()
     validate = info.api.validate_bodies if spec.validate_body is None else spec.validate_body
     if method in BODY_METHODS:
         kinds.add("body")
     if has_json_body and validate:
         kinds.add("validate")
+    if has_params and validate:
+        kinds.add("params")
     if spec.auth == "jwt":
         kinds.add("jwt")
     if spec.auth == "webhook":
@@ -195,7 +200,8 @@ def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: Ro
         op["security"] = [{"bearerAuth": []}]
     else:
         op["security"] = []
-    kinds = _kinds(spec, method, has_json_body, info)
+    has_params = any(p.get("in") in ("query", "path") for p in public + params)
+    kinds = _kinds(spec, method, has_json_body, has_params, info)
     responses: dict[str, Any] = {}
     upstream_reasons: dict[int, list[str]] = {}
     for code, resp in up.get("responses", {}).items():
@@ -221,7 +227,7 @@ def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: Ro
         if 200 <= status < 300:
             continue
         resp = {"description": TITLES.get(status, "Error") + ": " + ", ".join(reasons),
-                "content": _problem_content(reasons, "request.invalid_body" in reasons)}
+                "content": _problem_content(reasons)}
         if status in (429, 503) or "webhook.in_progress" in reasons:
             resp["headers"] = dict(RETRY_AFTER)
         if status == 405:
@@ -290,6 +296,12 @@ def generate(upstream: dict[str, Any], info: RouteInfo, title: str = "Public API
         "type": "array", "maxItems": 10, "description": "One entry per failing field (request.invalid_body).",
         "items": {"type": "object", "required": ["pointer", "detail"],
                   "properties": {"pointer": {"type": "string", "description": "RFC 6901 JSON pointer"},
+                                 "detail": {"type": "string"}}}}
+    schemas["ParameterErrors"] = {
+        "type": "array", "maxItems": 10,
+        "description": "One entry per failing query or path parameter (request.invalid_parameter).",
+        "items": {"type": "object", "required": ["in", "name", "detail"],
+                  "properties": {"in": {"enum": ["query", "path"]}, "name": {"type": "string"},
                                  "detail": {"type": "string"}}}}
     schemas["WebhookDuplicate"] = {
         "type": "object", "description": "A delivery already processed: acknowledged, not forwarded.",

@@ -3,7 +3,8 @@
     api.document     openapi.yaml must exist and agree with the route table, operation for
                      operation (a route without an operation, or an operation without a route,
                      is a load error, so `gateway check` refuses them)
-    route.validate   per-method body rules compiled from the operation's request body schema
+    route.validate   per-method body rules compiled from the operation's request body schema, and
+                     parameter rules from its query and path parameters' schemas
     route.deprecated Deprecation / Sunset / Link headers and the sunset instant
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from gateway.errors import PolicyError
 from gateway.openapi.deprecation import compile_deprecation
 from gateway.openapi.document import DOCUMENT_NAME, ApiDocument, json_body_schema, load_document
+from gateway.openapi.parameters import ParamRule, compile_param_rule
 from gateway.openapi.validation import BodyRule, compile_body_rule
 from gateway.policy.compiled import CompiledRoute
 from gateway.policy.loader import POLICY_CHECKS, ROUTE_FIXUPS, SECTIONS, LoadContext
@@ -58,6 +60,7 @@ def _api_route(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
         return
     validate = api.spec.validate_bodies if spec.validate_body is None else spec.validate_body  # type: ignore[union-attr]
     rules: dict[str, BodyRule] = {}
+    params: dict[str, ParamRule] = {}
     for method in spec.methods:
         op = doc.operation(method, spec.path)
         if op is None:
@@ -65,7 +68,15 @@ def _api_route(route: CompiledRoute, spec: RouteSpec, ctx: LoadContext) -> None:
         schema, required, json_only = json_body_schema(doc, op)
         if schema is not None or json_only:
             rules[method] = compile_body_rule(schema, required, json_only, validate)
+        if validate:
+            item = doc.data["paths"][op.path]
+            rule = compile_param_rule(doc.data, item, op.spec, op.where)
+            if rule is not None:
+                params[method] = rule
+    if "HEAD" in route.methods and "HEAD" not in params and "GET" in params:
+        params["HEAD"] = params["GET"]  # a HEAD is a GET without the body: the same parameters
     route.body_rules = rules or None
+    route.param_rules = params or None
 
 
 def crosscheck(routes: list[CompiledRoute], ctx: LoadContext) -> list[str]:

@@ -26,7 +26,7 @@ def _short(value: object) -> str:
     return text if len(text) <= _NAME_MAX else text[:_NAME_MAX] + "..."
 
 
-def _message(kind: Any) -> str:
+def schema_message(kind: Any) -> str:
     name = kind.name
     info = kind.as_dict()
     limit = info.get("limit")
@@ -75,7 +75,7 @@ class BodyRule:
             parts = list(err.instance_path)
             if err.kind.name == "required":
                 parts.append(err.kind.as_dict().get("property", ""))
-            out.append({"pointer": _pointer(parts), "detail": _message(err.kind)})
+            out.append({"pointer": _pointer(parts), "detail": schema_message(err.kind)})
             if len(out) >= MAX_ERRORS:
                 break
         return out

@@ -1,4 +1,8 @@
-"""Edge body validation: every JSON body forwarded has been read one way, and matches its schema.
+"""Edge validation: the query and path parameters, and every JSON body, match the operation's schemas.
+
+Parameters first (`gateway/openapi/parameters.py`): each query and path parameter the operation
+declares must match its schema, or the request is 422 `request.invalid_parameter` before its body
+is read.
 
 Threat: a parser differential. The gateway checks one reading of a body and the upstream acts on
 another (duplicate keys: first wins in one parser, last in another). So every body labelled JSON,
@@ -17,15 +21,17 @@ this far. A body the tenant stage already parsed is not parsed again.
 from __future__ import annotations
 
 from gateway.context import RequestContext
-from gateway.errors import UnprocessableContent
+from gateway.errors import InvalidParameter, UnprocessableContent
+from gateway.openapi.parameters import ParamRule
 from gateway.openapi.validation import BodyRule
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header
 from gateway.pipeline.bodylimit import read_body
 from gateway.tenant.body import check_json_media_type, is_json_media_type, load_json
 
 
-class BodyValidationStage:
-    """Strict JSON parse (once) of every JSON body; schema validation where the route has one."""
+class ValidationStage:
+    """Declared parameters checked; strict JSON parse (once) of every JSON body; body schema
+    validation where the route has one."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -36,8 +42,16 @@ class BodyValidationStage:
         if route is None or scope.get("gateway.preflight"):
             await self.app(scope, receive, send)
             return
+        method = scope["method"]
+        checks = route.param_rules
+        if checks:
+            params: ParamRule | None = checks.get(method)
+            if params is not None:
+                problems = params.errors(ctx.query_string, ctx.path_params)
+                if problems:
+                    raise InvalidParameter(problems, route_id=route.id)
         rules = route.body_rules
-        rule: BodyRule | None = rules.get(scope["method"]) if rules else None
+        rule: BodyRule | None = rules.get(method) if rules else None
         has_body = bool(scope.get("gateway.has_body"))
         value = ctx.body_json
         if value is None and has_body:

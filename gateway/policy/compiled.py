@@ -35,6 +35,7 @@ class CompiledRoute:
     webhook: Any = None  # compiled webhook verifier + its config
     mutating: bool = False
     body_rules: Any = None  # {METHOD: gateway.openapi.BodyRule}: JSON body checks from the document
+    param_rules: Any = None  # {METHOD: gateway.openapi.parameters.ParamRule}: query and path parameter checks
     deprecation: Any = None  # gateway.openapi.deprecation.Deprecation
     source: str = ""  # "file:line", for `gateway routes` and explain
 

@@ -98,12 +98,14 @@ class AuditSpec(Strict):
 
 class ApiSpec(Strict):
     """`api:` — the API contract at the edge: the OpenAPI document (`openapi.yaml` in the policy
-    directory, reserved name), what of it the gateway serves, and body validation by default."""
+    directory, reserved name), what of it the gateway serves, and edge validation (bodies and
+    parameters) by default."""
 
     document: bool = True
     serve_document: bool = True   # GET /v1/openapi.json
     serve_docs: bool = True       # GET /v1/docs (rendered page) and /v1/docs/errors (reason catalogue)
-    # Validate JSON bodies against the operation's schema (`validate:` in YAML); routes may opt out.
+    # Validate JSON bodies, and query and path parameters, against the operation's schemas
+    # (`validate:` in YAML); routes may opt out.
     validate_bodies: bool = Field(default=True, alias="validate")
 
 
@@ -152,7 +154,8 @@ class RouteSpec(Strict):
     # False: streamed to the upstream as it arrives (large uploads); the fairness limits bound it.
     request_buffering: bool = True
     description: str | None = None
-    validate_body: bool | None = Field(default=None, alias="validate")  # None: the `api.validate` default
+    # Edge validation of this route's JSON bodies and query/path parameters; None: the `api.validate` default.
+    validate_body: bool | None = Field(default=None, alias="validate")
     deprecated: DeprecationSpec | None = None
 
     @field_validator("methods")

@@ -1,7 +1,8 @@
 """The API contract at the edge, over real sockets: real gateway, echo upstream that counts.
 
 Bodies the gateway has not understood never reach the upstream: duplicate keys (any route, any
-depth) are 400 request.ambiguous, schema failures 422 request.invalid_body with pointers; the
+depth) are 400 request.ambiguous, schema failures 422 request.invalid_body with pointers; query
+and path parameters outside their declared schemas are 422 request.invalid_parameter; the
 docs endpoints serve the document (ETag, 304), the page (no other host) and the reason catalogue;
 deprecated routes carry Deprecation / Sunset / Link and answer 410 route.sunset after the sunset.
 """
@@ -171,6 +172,108 @@ def test_valid_bodies_pass_and_validate_false_opts_out(stack: tuple[Proc, Proc])
     # an optional body may be absent
     r = httpx.post(gw.url + "/v1/crm/connections/c1/sync", headers=A)
     assert r.status_code == 200
+
+
+# (case, path, query string, what the errors name). Not /v1/jobs: the deprecation metric tests own it.
+BAD_PARAMS = [
+    ("limit_zero", "/v1/agents", "orgId=org-a&limit=0", [("query", "limit", "must be >= 1")]),
+    ("limit_over", "/v1/agents", "orgId=org-a&limit=101", [("query", "limit", "must be <= 100")]),
+    ("limit_huge", "/v1/agents", "orgId=org-a&limit=100000000000000000000000", [("query", "limit", "must be <= 100")]),
+    ("limit_65_digits", "/v1/agents", "orgId=org-a&limit=" + "1" * 65, [("query", "limit", "must be an integer")]),
+    ("limit_negative_huge", "/v1/agents", "orgId=org-a&limit=-" + "9" * 64, [("query", "limit", "must be >= 1")]),
+    ("limit_plus", "/v1/agents", "orgId=org-a&limit=%2B5", [("query", "limit", "must be an integer")]),
+    ("limit_space", "/v1/agents", "orgId=org-a&limit=+5", [("query", "limit", "must be an integer")]),
+    ("limit_arabic_digit", "/v1/agents", "orgId=org-a&limit=%D9%A5", [("query", "limit", "must be an integer")]),
+    ("limit_empty", "/v1/agents", "orgId=org-a&limit", [("query", "limit", "must be an integer")]),
+    ("limit_twice", "/v1/agents", "orgId=org-a&limit=5&limit=6", [("query", "limit", "must be given once")]),
+    ("limit_twice_encoded_name", "/v1/agents", "orgId=org-a&limit=5&li%6Dit=6",
+     [("query", "limit", "must be given once")]),
+    ("bad_utf8", "/v1/agents", "orgId=org-a&cursor=%C3", [("query", "cursor", "is not valid percent-encoded UTF-8")]),
+    ("bad_percent", "/v1/agents", "orgId=org-a&cursor=%G1", [("query", "cursor", "is not valid percent-encoded UTF-8")]),
+    ("cursor_pattern", "/v1/agents", "orgId=org-a&cursor=%C2%86%C3%88%C3%A7M9",
+     [("query", "cursor", "must match the pattern ^[A-Za-z0-9_-]*$")]),
+    ("cursor_long", "/v1/agents", "orgId=org-a&cursor=" + "A" * 65, [("query", "cursor", "must be at most 64 characters")]),
+    ("semicolon", "/v1/agents", "orgId=org-a&a=1;limit=50",
+     [("query", "limit", 'follows a ";", which some servers read as a separator: separate parameters with "&"')]),
+    ("two_at_once", "/v1/crm/connections", "orgId=org-a&cursor=done!&limit=x",
+     [("query", "cursor", "must match the pattern ^[A-Za-z0-9_-]*$"), ("query", "limit", "must be an integer")]),
+]
+
+
+@pytest.mark.parametrize("case,path,qs,errors", BAD_PARAMS, ids=[c[0] for c in BAD_PARAMS])
+def test_parameters_outside_their_schema_are_422_and_never_forwarded(
+        stack: tuple[Proc, Proc], case: str, path: str, qs: str, errors: list[tuple[str, str, str]]) -> None:
+    gw, up = stack
+    before = seen(up, path[3:])
+    r = httpx.get(f"{gw.url}{path}?{qs}", headers=A)
+    assert r.status_code == 422, r.text
+    doc = r.json()
+    assert doc["reason"] == "request.invalid_parameter"
+    assert doc["type"] == "/v1/docs/errors#request.invalid_parameter"
+    assert [(e["in"], e["name"], e["detail"]) for e in doc["errors"]] == errors
+    assert "M9" not in r.text and "done" not in r.text  # messages never echo the value
+    assert seen(up, path[3:]) == before, "the upstream was contacted"
+
+
+def test_path_parameters_outside_their_schema_are_422(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    for bad in ("a.b", "a" * 65, "a~b"):
+        before = seen(up, "/agents/" + bad)
+        r = httpx.get(f"{gw.url}/v1/agents/{bad}", headers=A)
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["errors"] == [{"in": "path", "name": "agentId",
+                                       "detail": "must be at most 64 characters" if len(bad) == 65
+                                       else "must match the pattern ^[A-Za-z0-9_-]+$"}]
+        assert seen(up, "/agents/" + bad) == before
+    assert httpx.get(f"{gw.url}/v1/agents/{'a' * 64}", headers=A).status_code == 200
+
+
+def test_valid_parameters_pass_and_undeclared_ones_are_forwarded_untouched(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    for qs in ("orgId=org-a", "orgId=org-a&limit=1", "orgId=org-a&limit=100&cursor=MTA",
+               "orgId=org-a&cursor=", "orgId=org-a&Limit=abc&limit[]=x&other=%FF%FE&a=1;b=2"):
+        before = seen(up, "/agents")
+        r = httpx.get(f"{gw.url}/v1/agents?{qs}", headers=A)
+        assert r.status_code == 200, (qs, r.text)
+        assert seen(up, "/agents") == before + 1
+    r = httpx.get(f"{gw.url}/v1/crm/connections?orgId=org-a&limit=020", headers=A)  # leading zeros: 20
+    assert r.status_code == 200, r.text
+
+
+def test_head_is_checked_like_get_and_validate_false_opts_out(stack: tuple[Proc, Proc]) -> None:
+    gw, up = stack
+    before = seen(up, "/agents")
+    r = httpx.head(f"{gw.url}/v1/agents?orgId=org-a&limit=0", headers=A)
+    assert r.status_code == 422 and r.content == b""
+    assert seen(up, "/agents") == before
+    # crm.connections.modify says validate: false: its path parameter is the upstream's to judge
+    before = seen(up, "/crm/connections/c.1")
+    r = httpx.delete(f"{gw.url}/v1/crm/connections/c.1", headers=A)
+    assert r.status_code == 200, r.text
+    assert seen(up, "/crm/connections/c.1") == before + 1
+
+
+def test_parameters_are_checked_only_after_authentication(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    r = httpx.get(f"{gw.url}/v1/agents?orgId=org-a&limit=0")
+    assert r.status_code == 401 and r.json()["reason"] == "auth.missing_token"
+    other = {"Authorization": "Bearer " + mint_dev_token(TEST_JWT_SECRET, "bob", "org-b", role="admin")}
+    r = httpx.get(f"{gw.url}/v1/agents?orgId=org-a&limit=0", headers=other)
+    assert r.status_code == 403 and r.json()["reason"] == "tenant.mismatch"
+
+
+def test_refused_parameters_are_in_the_access_log_and_audit(stack: tuple[Proc, Proc]) -> None:
+    gw, _ = stack
+    r = httpx.get(f"{gw.url}/v1/agents?orgId=org-a&limit=0", headers=A)
+    rid = r.headers["x-request-id"]
+
+    def logged() -> bool:
+        access = (gw.logs / "access.log").read_text()  # type: ignore[attr-defined]
+        audit = (gw.logs / "audit.log").read_text()  # type: ignore[attr-defined]
+        return all(any(rid in line and '"request.invalid_parameter"' in line and '"status":422' in line
+                       for line in text.splitlines()) for text in (access, audit))
+
+    assert wait_until(logged, timeout=10), "no 422 request.invalid_parameter line in the access log and audit"
 
 
 def test_openapi_json_is_public_cacheable_with_etag(stack: tuple[Proc, Proc]) -> None:

@@ -1,0 +1,212 @@
+"""Query and path parameter checks compiled from the document (gateway/openapi/parameters.py).
+
+The wire tests are in tests/e2e/test_api_contract.py; here every decision of the compiled rule is
+pinned at its edges: the decoding, each type's reading of a text, the schema keywords, repeats,
+`;`, required parameters, the error cap, and the documents the edge refuses to half-check.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import PolicyError
+from gateway.openapi.parameters import SEMICOLON, ParamRule, compile_param_rule, form_decode
+from gateway.policy.loader import load_policy
+from tests.support.gateway_proc import BASE_ENV, ROOT
+
+
+def rule(*params: dict[str, Any], item: list[dict[str, Any]] | None = None,
+         doc: dict[str, Any] | None = None) -> ParamRule:
+    compiled = compile_param_rule(doc or {}, {"parameters": item or []}, {"parameters": list(params)}, "here")
+    assert compiled is not None
+    return compiled
+
+
+def q(name: str, schema: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": schema, **kw}
+
+
+def errors(r: ParamRule, qs: bytes, path: dict[str, str] | None = None) -> list[tuple[str, str, str]]:
+    return [(e["in"], e["name"], e["detail"]) for e in r.errors(qs, path or {})]
+
+
+@pytest.mark.parametrize("raw,text", [
+    (b"abc", "abc"), (b"a+b", "a b"), (b"a%2Bb", "a+b"), (b"%20", " "), (b"%e2%82%ac", "\u20ac"),
+    (b"", ""), (b"%41%42", "AB"),
+    (b"%", None), (b"%4", None), (b"%G1", None), (b"%C3", None), (b"\xff", None), (b"%ff", None),
+])
+def test_form_decode(raw: bytes, text: str | None) -> None:
+    assert form_decode(raw) == text
+
+
+INTEGER = q("limit", {"type": "integer", "minimum": 1, "maximum": 100})
+
+
+@pytest.mark.parametrize("value,detail", [
+    ("1", None), ("100", None), ("007", None), ("0", "must be >= 1"), ("101", "must be <= 100"),
+    ("-1", "must be >= 1"), ("1" * 64, "must be <= 100"), ("1" * 65, "must be an integer"),
+    ("", "must be an integer"), ("1.0", "must be an integer"), ("1e2", "must be an integer"),
+    ("%2B5", "must be an integer"), ("+5", "must be an integer"), ("%D9%A5", "must be an integer"),
+    ("0x10", "must be an integer"), ("5%00", "must be an integer"), ("--5", "must be an integer"),
+    ("5%0A", "must be an integer"),
+])
+def test_integer(value: str, detail: str | None) -> None:
+    got = errors(rule(INTEGER), b"limit=" + value.encode())
+    assert got == ([] if detail is None else [("query", "limit", detail)])
+
+
+@pytest.mark.parametrize("value,detail", [
+    ("0.5", None), ("-2", None), ("1e-3", None), ("1E0", None), ("1E2", "must be <= 2"), ("0", None),
+    ("2.5", "must be <= 2"), ("1e999", "must be a finite number"), ("nan", "must be a number"),
+    ("Infinity", "must be a number"), (".5", "must be a number"), ("1.", "must be a number"),
+    ("01", "must be a number"), ("", "must be a number"),
+])
+def test_number(value: str, detail: str | None) -> None:
+    got = errors(rule(q("x", {"type": "number", "maximum": 2})), b"x=" + value.encode())
+    assert got == ([] if detail is None else [("query", "x", detail)])
+
+
+@pytest.mark.parametrize("value,detail", [
+    ("true", None), ("false", None), ("True", "must be true or false"), ("1", "must be true or false"),
+    ("", "must be true or false"),
+])
+def test_boolean(value: str, detail: str | None) -> None:
+    got = errors(rule(q("b", {"type": "boolean"})), b"b=" + value.encode())
+    assert got == ([] if detail is None else [("query", "b", detail)])
+
+
+def test_boolean_const_applies_to_the_parsed_value() -> None:
+    r = rule(q("b", {"type": "boolean", "const": True}))
+    assert errors(r, b"b=true") == []
+    assert errors(r, b"b=false") == [("query", "b", "must be True")]
+
+
+def test_string_keywords_and_an_untyped_enum() -> None:
+    r = rule(q("s", {"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^[a-z]+$"}),
+             q("status", {"enum": ["queued", "running"]}))
+    assert errors(r, b"s=ab&status=queued") == []
+    assert errors(r, b"s=abc") == []
+    assert errors(r, b"s=a") == [("query", "s", "must be at least 2 characters")]
+    assert errors(r, b"s=abcd") == [("query", "s", "must be at most 3 characters")]
+    assert errors(r, b"s=A1") == [("query", "s", "must match the pattern ^[a-z]+$")]
+    assert errors(r, b"status=done") == [("query", "status", "must be one of queued, running")]
+    assert errors(r, b"status=queued+") == [("query", "status", "must be one of queued, running")]
+    # characters count after decoding: %C3%A9 is one
+    assert errors(rule(q("s", {"type": "string", "maxLength": 1})), b"s=%C3%A9") == []
+
+
+def test_names_are_decoded_exactly_and_repeats_refused() -> None:
+    r = rule(INTEGER)
+    assert errors(r, b"limit=5&limit=5") == [("query", "limit", "must be given once")]
+    assert errors(r, b"limit=5&li%6Dit=6") == [("query", "limit", "must be given once")]
+    assert errors(r, b"li%6Dit=0") == [("query", "limit", "must be >= 1")]
+    # other spellings are other parameters to a case-sensitive upstream: forwarded unchecked
+    assert errors(r, b"Limit=x&limit%5B%5D=x&limit[]=x&limi=x&%FF=1&=&&") == []
+
+
+def test_a_semicolon_never_hides_a_declared_parameter() -> None:
+    r = rule(INTEGER)
+    assert errors(r, b"a=1;limit=50") == [("query", "limit", SEMICOLON)]
+    assert errors(r, b"a=1;li%6Dit=50") == [("query", "limit", SEMICOLON)]
+    assert errors(r, b"limit=5;x=1") == [("query", "limit", "must be an integer")]
+    assert errors(r, b"a=1;b=2&limit=5") == []
+
+
+def test_required_query_parameters_and_the_error_cap() -> None:
+    r = rule(q("code", {"type": "string", "minLength": 1}, required=True), q("state", {"type": "string"}, required=True))
+    assert errors(r, b"") == [("query", "code", "is required"), ("query", "state", "is required")]
+    assert errors(r, b"code=&state=s") == [("query", "code", "must be at least 1 characters")]
+    assert errors(r, b"code=c&state=") == []
+    many = rule(*[q(f"p{i}", {"type": "integer"}) for i in range(15)])
+    got = many.errors(b"&".join(f"p{i}=x".encode() for i in range(15)), {})
+    assert len(got) == 10
+
+
+def test_path_parameters() -> None:
+    r = rule({"name": "id", "in": "path", "required": True,
+              "schema": {"type": "string", "maxLength": 3, "pattern": "^[a-z]+$"}})
+    assert errors(r, b"", {"id": "abc"}) == []
+    assert errors(r, b"", {"id": "abcd"}) == [("path", "id", "must be at most 3 characters")]
+    assert errors(r, b"", {"id": "a.b"}) == [("path", "id", "must match the pattern ^[a-z]+$")]
+    assert errors(r, b"id=x", {}) == []  # a query parameter of the same name is another parameter
+
+
+def test_operation_parameters_override_the_path_items_and_refs_resolve() -> None:
+    doc = {"components": {"parameters": {"Lim": INTEGER},
+                          "schemas": {"Small": {"type": "integer", "maximum": 5}}}}
+    r = rule(q("limit", {"$ref": "#/components/schemas/Small"}), item=[{"$ref": "#/components/parameters/Lim"}],
+             doc=doc)
+    assert errors(r, b"limit=6") == [("query", "limit", "must be <= 5")]
+    assert errors(r, b"limit=0") == []  # the path item's minimum is replaced, not added
+    r = rule(item=[{"$ref": "#/components/parameters/Lim"}], doc=doc)
+    assert errors(r, b"limit=0") == [("query", "limit", "must be >= 1")]
+
+
+def test_header_and_cookie_parameters_are_not_compiled_here() -> None:
+    only = [{"name": "X-Signature", "in": "header", "schema": {"type": "string"}},
+            {"name": "sid", "in": "cookie", "schema": {"type": "string"}}]
+    assert compile_param_rule({}, {}, {"parameters": only}, "here") is None
+    assert compile_param_rule({}, {}, {}, "here") is None
+
+
+@pytest.mark.parametrize("param,why", [
+    (q("ids", {"type": "array", "items": {"type": "string"}}), "type 'array'"),
+    (q("f", {"type": "object"}), "type 'object'"),
+    (q("f", {"type": ["string", "null"]}), "type ['string', 'null']"),
+    ({"name": "f", "in": "query", "content": {"application/json": {"schema": {}}}}, "only a parameter with a `schema`"),
+    ({"name": "f", "in": "query"}, "only a parameter with a `schema`"),
+    (q("f", {"type": "string"}, style="deepObject"), "style 'deepObject'"),
+    ({"name": "id", "in": "path", "style": "matrix", "schema": {"type": "string"}}, "style 'matrix'"),
+    ({"$ref": "#/components/parameters/Nope"}, "does not resolve"),
+    ({"$ref": "other.yaml#/x"}, "does not resolve"),
+    (q("f", {"type": "string", "pattern": "("}), "does not compile"),
+    (q("f", {"type": "string", "minLength": -1}), "does not compile"),
+    (q("f", {"$ref": "#/components/schemas/Nope"}), "does not compile"),
+    (q("f", {"$ref": "#/components/schemas/Arr"}), "type 'array'"),
+    ("limit", "must be a mapping"),
+])
+def test_documents_the_edge_cannot_enforce_are_refused_at_load(param: Any, why: str) -> None:
+    with pytest.raises(ValueError, match="here") as exc:
+        compile_param_rule({"components": {"schemas": {"Arr": {"type": "array"}}}}, {}, {"parameters": [param]},
+                           "here")
+    assert why in str(exc.value)
+
+
+def _policy(tmp_path: Path, routes_edit: tuple[str, str] | None = None, doc_edit: tuple[str, str] | None = None) -> Path:
+    d = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    for name, edit in (("routes.yaml", routes_edit), ("openapi.yaml", doc_edit)):
+        if edit is not None:
+            text = (d / name).read_text()
+            assert edit[0] in text, edit[0]
+            (d / name).write_text(text.replace(edit[0], edit[1], 1))
+    return d
+
+
+def test_the_shipped_policy_compiles_parameter_rules_and_head_shares_get(tmp_path: Path) -> None:
+    policy = load_policy(_policy(tmp_path), BASE_ENV)
+    routes = {r.id: r for r in policy.routes}
+    agents = routes["agents.list"].param_rules
+    assert set(agents) == {"GET", "HEAD"} and agents["HEAD"] is agents["GET"]
+    assert set(agents["GET"].query) == {"orgId", "limit", "cursor"}
+    assert [c.name for c in routes["agents.read"].param_rules["GET"].path] == ["agentId"]
+
+
+def test_validate_false_on_a_route_compiles_no_parameter_rules(tmp_path: Path) -> None:
+    d = _policy(tmp_path, routes_edit=("  - id: agents.list\n", "  - id: agents.list\n    validate: false\n"))
+    routes = {r.id: r for r in load_policy(d, BASE_ENV).routes}
+    assert routes["agents.list"].param_rules is None
+    assert routes["agents.read"].param_rules is not None
+
+
+def test_a_parameter_the_edge_cannot_check_fails_the_policy_load(tmp_path: Path) -> None:
+    d = _policy(tmp_path, doc_edit=("        in: query\n        name: cursor\n",
+                                    "        in: query\n        name: cursor\n        style: deepObject\n"))
+    with pytest.raises(PolicyError) as exc:
+        load_policy(d, BASE_ENV)
+    text = str(exc.value)
+    assert "openapi.yaml" in text and 'query parameter "cursor"' in text and "validate: false" in text
