@@ -8,7 +8,7 @@ whatever the upstream's own checks do, for every caller who got past authenticat
 The value checked is the one the upstream reads: the query string is split on `&`, then names and
 values are form-decoded as web frameworks do (`+` is a space, then percent-decoding, strict
 UTF-8). A declared parameter given twice (first-wins and last-wins parsers would read different
-values), one after a `;` (an upstream that still splits on it reads a value we did not), a value
+values), one next to a raw `;` (an upstream that still splits on it reads a value we did not), a value
 that is not valid percent-encoded UTF-8 or that does not match its schema, and a missing required
 one are 422 `request.invalid_parameter`, with one `{in, name, detail}` entry per
 problem. Messages come from the schema, never from the value (a refused value may be a
@@ -37,7 +37,7 @@ _BAD_PCT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _INT = re.compile(r"-?[0-9]{1,64}\Z")  # ASCII digits only (`\d` would take any script's digits)
 _NUM = re.compile(r"-?(?:0|[1-9][0-9]{0,308})(?:\.[0-9]{1,64})?(?:[eE][+-]?[0-9]{1,4})?\Z")
 TYPES = ("string", "integer", "number", "boolean")
-SEMICOLON = 'follows a ";", which some servers read as a separator: separate parameters with "&"'
+SEMICOLON = 'is next to a raw ";", which some servers read as a separator: send ";" as %3B, separate with "&"'
 
 
 def form_decode(raw: bytes) -> str | None:
@@ -110,8 +110,9 @@ class ParamRule:
         if qs:
             for seg in qs.split(b"&"):
                 if seg.find(b";") >= 0:
-                    # `a=1;limit=0`: an upstream that still splits on `;` reads a parameter we did not.
-                    for sub in seg.split(b";")[1:]:
+                    # `a=1;limit=0`: an upstream that still splits on `;` reads a parameter we did
+                    # not; `s=a;bc`: it reads `s=a`, a value we did not check.
+                    for sub in seg.split(b";"):
                         name = form_decode(sub.partition(b"=")[0])
                         if name is not None and name in query:
                             out.append({"in": "query", "name": name, "detail": SEMICOLON})
@@ -137,18 +138,22 @@ class ParamRule:
 
 
 def _resolve(doc_data: dict[str, Any], param: Any, where: str) -> dict[str, Any]:
-    if isinstance(param, dict) and isinstance(param.get("$ref"), str):
-        ref = param["$ref"]
-        prefix = "#/components/parameters/"
-        target = None
-        if ref.startswith(prefix):
-            target = ((doc_data.get("components") or {}).get("parameters") or {}).get(ref[len(prefix):])
+    """The parameter object, through a chain of `$ref`s to `#/components/parameters/...`."""
+    prefix = "#/components/parameters/"
+    declared = (doc_data.get("components") or {}).get("parameters") or {}
+    for _ in range(16):
+        if not isinstance(param, dict):
+            raise ValueError(f"{where}: a parameter must be a mapping")
+        ref = param.get("$ref")
+        if ref is None:
+            if not isinstance(param.get("name"), str) or param.get("in") not in ("query", "path", "header", "cookie"):
+                raise ValueError(f"{where}: a parameter needs a `name` and an `in` of query, path, header or cookie")
+            return param
+        target = declared.get(ref[len(prefix):]) if isinstance(ref, str) and ref.startswith(prefix) else None
         if not isinstance(target, dict):
             raise ValueError(f"{where}: parameter reference {ref!r} does not resolve")
-        return target
-    if not isinstance(param, dict):
-        raise ValueError(f"{where}: a parameter must be a mapping")
-    return param
+        param = target
+    raise ValueError(f"{where}: parameter references nest more than 16 deep (a cycle?)")
 
 
 def _schema_type(doc_data: dict[str, Any], schema: dict[str, Any]) -> Any:

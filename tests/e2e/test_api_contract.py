@@ -194,7 +194,8 @@ BAD_PARAMS = [
      [("query", "cursor", "must match the pattern ^[A-Za-z0-9_-]*$")]),
     ("cursor_long", "/v1/agents", "orgId=org-a&cursor=" + "A" * 65, [("query", "cursor", "must be at most 64 characters")]),
     ("semicolon", "/v1/agents", "orgId=org-a&a=1;limit=50",
-     [("query", "limit", 'follows a ";", which some servers read as a separator: separate parameters with "&"')]),
+     [("query", "limit", 'is next to a raw ";", which some servers read as a separator: send ";" as %3B, '
+                         'separate with "&"')]),
     ("two_at_once", "/v1/crm/connections", "orgId=org-a&cursor=done!&limit=x",
      [("query", "cursor", "must match the pattern ^[A-Za-z0-9_-]*$"), ("query", "limit", "must be an integer")]),
 ]
