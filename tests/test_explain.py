@@ -94,6 +94,25 @@ def test_denied(capsys: pytest.CaptureFixture[str], argv: list[str], status: int
     assert stage(ex, "forward")["decision"] == "not reached"
 
 
+@pytest.mark.parametrize(("argv", "reason", "named"), [
+    pytest.param(["GET", "/v1/agents?orgId=org-a&limit=0&cursor=%C2%86"], "request.invalid_parameter",
+                 ['query parameter "limit" must be >= 1', 'query parameter "cursor" must match the pattern'],
+                 id="parameters"),
+    pytest.param(["GET", "/v1/agents/a.b"], "request.invalid_parameter",
+                 ['path parameter "agentId" must match the pattern ^[A-Za-z0-9_-]+$'], id="path_parameter"),
+    pytest.param(["POST", "/v1/agents", "--body", '{"name":5,"model":"m"}'], "request.invalid_body",
+                 ["/name must be of type string"], id="body"),
+])
+def test_a_validation_denial_names_what_failed(capsys: pytest.CaptureFixture[str], argv: list[str], reason: str,
+                                              named: list[str]) -> None:
+    code, ex, _ = run(capsys, *argv, "--claims", claims())
+    assert code == 1 and (ex["status"], ex["reason"]) == (422, reason)
+    note = stage(ex, "validation")["note"]
+    assert stage(ex, "validation")["decision"] == "denied"
+    assert all(n in note for n in named), note
+    assert ex["upstream"] is None
+
+
 def test_unknown_path_names_no_route(capsys: pytest.CaptureFixture[str]) -> None:
     _, ex, _ = run(capsys, "GET", "/v1/nothing-here")
     assert ex["route"] is None and ex["detail"] == "no route for this path"

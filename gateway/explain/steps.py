@@ -8,6 +8,7 @@ from __future__ import annotations
 from gateway.app import Gateway
 from gateway.auth import claim_at
 from gateway.context import RequestContext
+from gateway.errors import GatewayError
 from gateway.explain.model import Step
 from gateway.explain.stub import _Trace
 from gateway.pipeline.base import Scope
@@ -24,7 +25,7 @@ def _steps(gw: Gateway, labels: list[str], trace: _Trace, scope: Scope, ctx: Req
             out.append(Step(label, "not reached"))
         elif trace.error is not None and trace.error[0] == label:
             err = trace.error[1]
-            out.append(Step(label, "denied", f"{err.status} {err.reason}: {err.detail}"))
+            out.append(Step(label, "denied", f"{err.status} {err.reason}: {err.detail}{_listed(err)}"))
         elif i == len(labels) - 1:
             out.append(Step(label, "forwarded", "stub upstream answered 200; nothing was sent"))
         elif labels[i + 1] not in entered:
@@ -100,3 +101,13 @@ def _part(gw: Gateway, label: str, scope: Scope, ctx: RequestContext) -> tuple[b
             return True, "per-address limit already applied (address limits)"
         return False, f"within limit {route.rate_limit.name!r} (in-memory counters)"
     return False, ""
+
+
+def _listed(err: GatewayError) -> str:
+    """What a 422 names in its `errors` member (a field's pointer, or a parameter), in brackets."""
+    listed = (err.extensions or {}).get("errors")
+    if not isinstance(listed, list) or not listed:
+        return ""
+    parts = [f'{e["in"]} parameter "{e["name"]}" {e["detail"]}' if "name" in e
+             else f'{e.get("pointer") or "/"} {e["detail"]}' for e in listed]
+    return " (" + "; ".join(parts) + ")"

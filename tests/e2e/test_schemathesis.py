@@ -8,6 +8,7 @@ bounded (examples per operation, one worker, a time budget) and starts its own s
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -53,7 +54,7 @@ expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Proc]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     # Generous limits: fuzzing is a flood by design; 429s are documented but would hide the rest.
     env = {"GATEWAY_REPLICAS": "1"}
     # A job's event stream lasts until the job ends. Kommo cannot be reached from a test, so with
@@ -63,8 +64,36 @@ def stack() -> Iterator[Proc]:
     # stream, at the worker's next poll; the stream is still fuzzed and checked the same way.
     upstream_env = {"KOMMO_REDIRECT_URI": "https://app.example.com/kommo/callback", "UPSTREAM_JOB_MAX_ATTEMPTS": "1"}
     with bundled_upstream(upstream_env) as up, \
-            gateway(ROOT / "policies", up.url, env) as gw:
+            gateway(fuzz_policy(tmp_path_factory.mktemp("fuzz-policy")), up.url, env) as gw:
         yield gw
+
+
+# The shipped limits on these routes are strict by design (2 syncs a minute per org, 10 OAuth
+# callbacks a minute per address, 20 failed webhook signatures a minute per address): the fuzzer
+# met mostly 429s there and reached little of what is behind them. Its copy of the policy raises
+# them; every other check is the shipped one (the limits themselves have their own tests).
+FUZZ_LIMITS = [
+    ('rate_limit: {limits: "2/minute", key: org, strategy: fixed-window}',
+     'rate_limit: {limits: "100000/minute", key: org, strategy: fixed-window}'),
+    ('rate_limit: {limits: "10/minute", key: ip}', 'rate_limit: {limits: "100000/minute", key: ip}'),
+    ('rate_limit: {limits: "50/second", key: ip}', 'rate_limit: {limits: "100000/second", key: ip}'),
+    ('rate_limit: {limits: "10/second", key: ip}', 'rate_limit: {limits: "100000/second", key: ip}'),
+    ('webhook_brute_force: {max_failures: 20,', 'webhook_brute_force: {max_failures: 100000,'),
+]
+
+
+def fuzz_policy(tmp: Path) -> Path:
+    d = tmp / "policies"
+    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    for old, new in FUZZ_LIMITS:
+        for name in ("routes.yaml", "gateway.yaml"):
+            text = (d / name).read_text()
+            if old in text:
+                (d / name).write_text(text.replace(old, new))
+                break
+        else:
+            raise AssertionError(f"the shipped policy no longer says {old!r}: update FUZZ_LIMITS")
+    return d
 
 
 def test_schemathesis_finds_no_failures(stack: Proc, tmp_path: Path) -> None:
@@ -79,5 +108,6 @@ def test_schemathesis_finds_no_failures(stack: Proc, tmp_path: Path) -> None:
             "--report", "junit", "--report-dir", str(tmp_path)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     out = proc.stdout + proc.stderr
+    (tmp_path / "schemathesis.out").write_text(out)  # beside the junit report: its warnings, for a look
     assert "operations" in out.lower() or "passed" in out.lower(), out[-4000:]  # it really ran
     assert proc.returncode == 0, out[-12000:]
