@@ -54,6 +54,7 @@ class ValidationStage:
         rule: BodyRule | None = rules.get(method) if rules else None
         has_body = bool(scope.get("gateway.has_body"))
         value = ctx.body_json
+        other_media = False  # a body of another media type the operation declares: the upstream's to read
         if value is None and has_body:
             content_type = header(scope, b"content-type")
             if rule is not None and rule.json_only:
@@ -62,9 +63,11 @@ class ValidationStage:
                 body = await read_body(scope, receive)
                 if body:
                     value = ctx.body_json = load_json(body, route.id)
+            else:
+                other_media = True
         if rule is not None and rule.validator is not None:
             if value is None:
-                if rule.required:
+                if rule.required and not other_media:
                     raise UnprocessableContent([{"pointer": "", "detail": "a JSON body is required"}],
                                                route_id=route.id)
             else:
