@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-_KID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+_KID = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")  # \Z: `$` would take a final newline
 _NONCE = 12
 
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 MAX_FIELDS = 2000
 MAX_DEPTH = 8
 MAX_KEY = 256
-_KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]+\])*)$")
+_KEY = re.compile(r"([^\[\]]+)((?:\[[^\[\]]+\])*)\Z")  # \Z: `$` would drop a final newline
 _PART = re.compile(r"\[([^\[\]]+)\]")
 
 

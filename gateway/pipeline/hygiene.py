@@ -24,7 +24,7 @@ from gateway.errors import BadHost, BadPath, BadRequest, HeadersTooLarge, Upgrad
 from gateway.pipeline.base import ASGIApp, Receive, Scope, Send
 
 # Raw path bytes allowed: RFC 3986 pchar plus '/' (no '\\', no spaces, no controls, no non-ASCII).
-_RAW_OK = re.compile(rb"^/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*$")
+_RAW_OK = re.compile(rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*\Z")  # \Z: `$` would take a final newline
 _PCT = re.compile(rb"%([0-9A-Fa-f]{2})")
 # Encoded separators, dots, percent (double encoding) and control bytes are never decoded.
 _FORBIDDEN_PCT = frozenset(

@@ -28,7 +28,7 @@ from gateway.protocol import hold_head
 from gateway.tracing import Tracer
 
 log = logging.getLogger("gateway.request")
-_GOOD_ID = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
+_GOOD_ID = re.compile(rb"[A-Za-z0-9._:-]{8,128}\Z")  # \Z: `$` would also take a final newline
 _UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 MAX_CLIENT_REQUEST_ID = 128
 

@@ -14,10 +14,10 @@ import re
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
-_STATIC = re.compile(r"^[A-Za-z0-9._~-]+$")
-_PARAM = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]{0,63})\}$")
+_STATIC = re.compile(r"[A-Za-z0-9._~-]+\Z")  # \Z, not $: `$` also matches before a final newline
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}\Z")
 # A path parameter value after percent-decoding: no separators, no dots-only, no controls.
-PARAM_VALUE = re.compile(r"^[A-Za-z0-9._~@:+=-]{1,256}$")
+PARAM_VALUE = re.compile(r"[A-Za-z0-9._~@:+=-]{1,256}\Z")
 
 R = TypeVar("R")
 

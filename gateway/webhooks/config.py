@@ -37,7 +37,7 @@ from gateway.clientaddr import parse_network
 
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # RFC 9110 token characters: what a header name may contain.
-_HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # \Z: `$` would take a final newline
 MIB = 1024 * 1024
 
 

@@ -53,6 +53,13 @@ BAD_PATH_DETAIL = {
 }
 
 
+def test_split_path_refuses_a_raw_final_newline() -> None:
+    # `$` matched before a final newline; no HTTP/1.1 parser hands one over, so only directly.
+    with pytest.raises(BadPath) as ei:
+        split_path(b"/v1/items/a\n")
+    assert ei.value.detail == CHARS
+
+
 @pytest.mark.parametrize("path,case", BAD_PATHS, ids=[i for _, i in BAD_PATHS])
 def test_split_path_refuses(path: str, case: str) -> None:
     with pytest.raises(BadPath) as ei:

@@ -118,6 +118,7 @@ async def test_405_on_a_literal_path() -> None:
     pytest.param("a%2Fb", id="percent"),
     pytest.param("x" * 257, id="too_long"),
     pytest.param("", id="empty"),
+    pytest.param("abc\n", id="final_newline"),  # `$` matched before it; hygiene refuses %0A first on the wire
 ])
 async def test_a_parameter_with_characters_that_are_not_allowed_is_400(value: str) -> None:
     err = await Harness().refused("GET", ["v1", "items", value])

@@ -35,6 +35,8 @@ def parts(path: str) -> list[str]:
     pytest.param("/v1/a?x=1", id="query"),
     pytest.param("/v1/\u00e9", id="non_ascii"),
     pytest.param("/v1/a\x00", id="nul"),
+    pytest.param("/v1/x\n", id="literal_final_newline"),  # `$` matched before it
+    pytest.param("/v1/{a}\n", id="param_final_newline"),
 ])
 def test_template_compile_errors(text: str) -> None:
     with pytest.raises(ValueError, match="path"):

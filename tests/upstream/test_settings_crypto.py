@@ -75,6 +75,7 @@ def test_keyring_rotation_and_binding() -> None:
     pytest.param("k0:" + base64.b64encode(b"short").decode(), id="short_key"),
     pytest.param(f"k0:{ENC_KEY},k0:{NEW_KEY}", id="duplicate_kid"),
     pytest.param(f"bad kid:{ENC_KEY}", id="bad_kid"),
+    pytest.param(f"k0\n:{ENC_KEY}", id="kid_final_newline"),  # `$` matched before it
     pytest.param(ENC_KEY, id="no_kid"),
 ])
 def test_keyring_rejects(spec: str) -> None:

@@ -79,6 +79,12 @@ def test_dedupe_false_disables() -> None:
             id="bad_header_name",
         ),
         pytest.param(
+            {"type": "hmac", "secret_env": "S", "header": "X-Sig\n", "algorithm": "sha256", "encoding": "hex",
+             "source_ips": "any"},
+            "header",
+            id="header_name_final_newline",  # `$` matched before it
+        ),
+        pytest.param(
             {
                 "type": "hmac",
                 "secret_env": "S",
