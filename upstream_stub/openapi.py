@@ -193,6 +193,11 @@ def _query(name: str, required: bool = False, max_length: int = 256) -> dict[str
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
+def _after_consent(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": "Sent by Kommo after consent; required unless `error` is present."}
+
+
 NOT_FOUND = {404: ["not_found"]}
 
 
@@ -258,8 +263,11 @@ def paths() -> dict[str, dict[str, Any]]:
                        (200, Connection),
                        {400: ["oauth.denied", "oauth.bad_request", "oauth.bad_state", "oauth.grant_refused",
                               "kommo.bad_host"], 404: ["not_found"], 502: ["kommo.unavailable"]},
-                       [_query("code", True, 4096), _query("state", True, 2048),
-                        {**_query("referer", True, 253), "schema": {"type": "string", "pattern": KOMMO_HOST}},
+                       # Kommo sends code, state and referer after consent; a refusal brings `error`
+                       # instead (400 oauth.denied), so none of the three is required by itself.
+                       [_after_consent("code", {"type": "string", "minLength": 1, "maxLength": 4096}),
+                        _after_consent("state", {"type": "string", "minLength": 1, "maxLength": 2048}),
+                        _after_consent("referer", {"type": "string", "pattern": KOMMO_HOST}),
                         _query("client_id"), _query("error")]),
         },
         "/webhooks/kommo": {
