@@ -117,8 +117,7 @@ JSON_MEDIA = ("application/json",)
 def json_body_schema(doc: ApiDocument, op: Operation) -> tuple[dict[str, Any] | None, bool, bool]:
     """(schema of the JSON request body or None, body required, JSON is the only media type).
 
-    The schema is made self-contained for a JSON Schema 2020-12 validator: `$ref`s into
-    `#/components/schemas/...` resolve against the document's components carried along."""
+    The schema is made self-contained (`self_contained`) for a JSON Schema 2020-12 validator."""
     body = op.spec.get("requestBody")
     if not isinstance(body, dict):
         return None, False, False
@@ -130,8 +129,14 @@ def json_body_schema(doc: ApiDocument, op: Operation) -> tuple[dict[str, Any] | 
     schema = (content[media] or {}).get("schema")
     if not isinstance(schema, dict):
         return None, required, len(content) == 1
+    return self_contained(doc.data, schema), required, len(content) == 1
+
+
+def self_contained(doc_data: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` as a JSON Schema 2020-12 root a validator compiles on its own: `$ref`s into
+    `#/components/schemas/...` resolve against the document's components carried along."""
     root: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [schema]}
-    components = doc.data.get("components")
+    components = doc_data.get("components")
     if isinstance(components, dict) and components.get("schemas"):
         root["components"] = {"schemas": components["schemas"]}
-    return root, required, len(content) == 1
+    return root

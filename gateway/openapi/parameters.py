@@ -31,6 +31,7 @@ from urllib.parse import unquote_to_bytes
 
 import jsonschema_rs
 
+from gateway.openapi.document import self_contained
 from gateway.openapi.validation import MAX_ERRORS, schema_message
 
 _BAD_PCT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
@@ -185,12 +186,8 @@ def _compile_check(doc_data: dict[str, Any], param: dict[str, Any], where: str) 
     if kind is not None and kind not in TYPES:
         raise ValueError(f"{refuse} (type {kind!r}: only {', '.join(TYPES)} are checked; "
                          "set validate: false on the route)")
-    root: dict[str, Any] = {"$schema": "https://json-schema.org/draft/2020-12/schema", "allOf": [schema]}
-    components = doc_data.get("components")
-    if isinstance(components, dict) and components.get("schemas"):
-        root["components"] = {"schemas": components["schemas"]}
     try:
-        validator = jsonschema_rs.validator_for(root, validate_formats=False)
+        validator = jsonschema_rs.validator_for(self_contained(doc_data, schema), validate_formats=False)
     except (ValueError, jsonschema_rs.ValidationError) as exc:
         raise ValueError(f"{label}: its schema does not compile: {exc}") from None
     return ParamCheck(str(name), str(loc), bool(param.get("required", loc == "path")), kind, validator)

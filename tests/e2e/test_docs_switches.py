@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 from gateway.explain import explain_main
 from gateway.policy.loader import load_policy
 from gateway.settings import Settings, effective_env
-from tests.support.gateway_proc import ROOT, Proc, echo_upstream, gateway
+from tests.support.gateway_proc import ROOT, Proc, echo_upstream, gateway, shipped_policy
 
 DOCUMENT = "/v1/openapi.json"
 PAGE = "/v1/docs"
@@ -33,8 +32,7 @@ PER_REQUEST = {"date", "x-request-id", "content-length", "traceparent", "server"
 
 def policy_with(tmp: Path, **switches: bool) -> Path:
     """The shipped policy with `api.<key>: <value>` edited in place (comments kept)."""
-    d = tmp / "policies"
-    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    d = shipped_policy(tmp)
     text = (d / "gateway.yaml").read_text()
     for key, value in switches.items():
         old = f"  {key}: true"

@@ -8,7 +8,6 @@ bounded (examples per operation, one worker, a time budget) and starts its own s
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from gateway.auth import mint_dev_token
-from tests.support.gateway_proc import ROOT, TEST_JWT_SECRET, Proc, bundled_upstream, gateway
+from tests.support.gateway_proc import TEST_JWT_SECRET, Proc, bundled_upstream, gateway, shipped_policy
 
 pytestmark = pytest.mark.slow
 
@@ -83,8 +82,7 @@ FUZZ_LIMITS = [
 
 
 def fuzz_policy(tmp: Path) -> Path:
-    d = tmp / "policies"
-    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    d = shipped_policy(tmp)
     for old, new in FUZZ_LIMITS:
         for name in ("routes.yaml", "gateway.yaml"):
             text = (d / name).read_text()

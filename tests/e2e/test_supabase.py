@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.auth.factories import hs_sign
-from tests.support.gateway_proc import ROOT, Proc, echo_upstream, gateway
+from tests.support.gateway_proc import ROOT, Proc, echo_upstream, gateway, shipped_policy
 from tests.support.jwks_server import JwksServer
 
 REF = "abcdefghijklmnopqrst"
@@ -167,8 +166,7 @@ def test_refused(client: httpx.Client, idp: Idp, make: Any, status: int, why: st
 
 def _jwt_tuned(tmp_path: Path, extra: str) -> Path:
     """A copy of the shipped policy with `extra` lines added to auth.jwt (after leeway_seconds)."""
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+    policy = shipped_policy(tmp_path)
     gw_yaml = policy / "gateway.yaml"
     text = gw_yaml.read_text()
     assert "    leeway_seconds: 30\n" in text

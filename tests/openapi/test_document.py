@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from gateway.openapi.command import build
 from gateway.openapi.document import DOCUMENT_NAME
 from gateway.policy.loader import load_policy
 from gateway.reasons import BY_ID
-from tests.support.gateway_proc import BASE_ENV, ROOT
+from tests.support.gateway_proc import BASE_ENV, ROOT, shipped_policy
 from upstream_stub.openapi import document as upstream_document
 
 POLICIES = ROOT / "policies"
@@ -127,9 +126,7 @@ def test_every_reason_in_the_document_is_in_the_catalogue() -> None:
 
 
 def copy_policies(tmp_path: Path) -> Path:
-    d = tmp_path / "policies"
-    shutil.copytree(POLICIES, d, ignore=shutil.ignore_patterns("tests"))
-    return d
+    return shipped_policy(tmp_path)
 
 
 def test_route_without_operation_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

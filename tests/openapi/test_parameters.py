@@ -7,7 +7,6 @@ pinned at its edges: the decoding, each type's reading of a text, the schema key
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from gateway.errors import PolicyError
 from gateway.openapi.parameters import SEMICOLON, ParamRule, compile_param_rule, form_decode
 from gateway.policy.loader import load_policy
-from tests.support.gateway_proc import BASE_ENV, ROOT
+from tests.support.gateway_proc import BASE_ENV, shipped_policy
 
 
 def rule(*params: dict[str, Any], item: list[dict[str, Any]] | None = None,
@@ -269,8 +268,7 @@ def test_documents_the_edge_cannot_enforce_are_refused_at_load(param: Any, why: 
 
 
 def _policy(tmp_path: Path, routes_edit: tuple[str, str] | None = None, doc_edit: tuple[str, str] | None = None) -> Path:
-    d = tmp_path / "policies"
-    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    d = shipped_policy(tmp_path)
     for name, edit in (("routes.yaml", routes_edit), ("openapi.yaml", doc_edit)):
         if edit is not None:
             text = (d / name).read_text()

@@ -15,7 +15,7 @@ from gateway.pipeline.addresslimit import AddressLimitStage
 from gateway.policy.compiled import CompiledRoute
 from gateway.ratelimit.limiter import Decision
 from tests.pipeline.abuse_harness import forged, fresh_ip, hook_sig, make_gateway, request, token
-from tests.pipeline.stage_kit import RECEIVE, SEND, ScriptedLimiter, stage_route
+from tests.pipeline.stage_kit import RECEIVE, SEND, Downstream, ScriptedLimiter, stage_route, stage_scope
 
 POLICY = """
     upstream: {url: "${GATEWAY_UPSTREAM_URL}"}
@@ -128,12 +128,8 @@ class Stage:
         self.limiter = limiter
         self.outcomes: list[tuple[str, str]] = []
         self.events: list[tuple[str, str]] = []
-        self.reached: list[RequestContext] = []
-        self.handed: list[tuple[Any, Any, Any]] = []  # what the app was called with
-
-        async def inner(scope: Any, receive: Any, send: Any) -> None:
-            self.reached.append(scope["gateway"])
-            self.handed.append((scope, receive, send))
+        inner = Downstream()
+        self.reached, self.handed = inner.reached, inner.handed
 
         if recorders:
             self.stage = AddressLimitStage(inner, lambda: limiter,  # type: ignore[arg-type,return-value]
@@ -145,9 +141,7 @@ class Stage:
     async def call(self, rt: CompiledRoute | None, preflight: bool = False) -> RequestContext:
         ctx = RequestContext("req-1", ADDRESS, None)  # type: ignore[arg-type]
         ctx.route = rt
-        scope: dict[str, Any] = {"type": "http", "method": "POST", "gateway": ctx, "headers": []}
-        if preflight:
-            scope["gateway.preflight"] = True
+        scope = stage_scope(ctx, "POST", preflight=preflight)
         await self.stage(scope, RECEIVE, SEND)
         assert self.handed in ([], [(scope, RECEIVE, SEND)])
         return ctx

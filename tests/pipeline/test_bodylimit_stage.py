@@ -16,7 +16,7 @@ from gateway.context import RequestContext
 from gateway.errors import GatewayError
 from gateway.pipeline.bodylimit import SMALL_BODY, BodyLimitStage, BufferBudget, ClientDisconnected, Held, read_body
 from gateway.policy.compiled import CompiledRoute
-from tests.pipeline.stage_kit import stage_route
+from tests.pipeline.stage_kit import chunk, feed, stage_route, stage_scope
 
 CAP = 100
 
@@ -34,28 +34,7 @@ def context(rt: CompiledRoute | None, max_buffered: int = 10 * SMALL_BODY, retry
 
 
 def scope_for(ctx: RequestContext, headers: list[tuple[bytes, bytes]], preflight: bool = False) -> dict[str, Any]:
-    scope: dict[str, Any] = {"type": "http", "method": "POST", "gateway": ctx, "headers": headers}
-    if preflight:
-        scope["gateway.preflight"] = True
-    return scope
-
-
-def feed(*messages: dict[str, Any]) -> Any:
-    """A receive() answering the messages in order, then waiting for ever."""
-    queue = list(messages)
-
-    async def receive() -> dict[str, Any]:
-        if queue:
-            return queue.pop(0)
-        await asyncio.Event().wait()
-        raise AssertionError("unreachable")
-
-    receive.left = queue  # type: ignore[attr-defined]
-    return receive
-
-
-def chunk(data: bytes, more: bool = True) -> dict[str, Any]:
-    return {"type": "http.request", "body": data, "more_body": more}
+    return stage_scope(ctx, "POST", headers, preflight)
 
 
 class Inner:

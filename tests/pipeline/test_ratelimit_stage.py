@@ -14,7 +14,7 @@ from gateway.errors import GatewayError
 from gateway.pipeline.ratelimit import RateLimitStage
 from gateway.policy.compiled import CompiledRoute
 from gateway.ratelimit.limiter import Decision
-from tests.pipeline.stage_kit import RECEIVE, SEND, ScriptedLimiter, stage_route
+from tests.pipeline.stage_kit import RECEIVE, SEND, Downstream, ScriptedLimiter, stage_route, stage_scope
 
 IP = "198.51.100.23"
 HEADERS = [(b"ratelimit-policy", b'"r";q=2;w=60'), (b"ratelimit", b'"r";r=1;t=60')]
@@ -30,12 +30,8 @@ class Harness:
     def __init__(self, decision: Decision | None = None, *, org_claim: str = "org_id", recorder: bool = True) -> None:
         self.limiter = ScriptedLimiter(decision)
         self.outcomes: list[tuple[str, str]] = []
-        self.reached: list[RequestContext] = []
-        self.handed: list[tuple[Any, Any, Any]] = []  # what the app was called with
-
-        async def inner(scope: Any, receive: Any, send: Any) -> None:
-            self.reached.append(scope["gateway"])
-            self.handed.append((scope, receive, send))
+        inner = Downstream()
+        self.reached, self.handed = inner.reached, inner.handed
 
         if recorder:
             self.stage = RateLimitStage(inner, lambda: self.limiter, org_claim,  # type: ignore[arg-type,return-value]
@@ -48,9 +44,7 @@ class Harness:
         ctx = RequestContext("req-1", IP, None)  # type: ignore[arg-type]
         ctx.route = rt
         ctx.claims = claims
-        scope: dict[str, Any] = {"type": "http", "method": "GET", "gateway": ctx, "headers": []}
-        if preflight:
-            scope["gateway.preflight"] = True
+        scope = stage_scope(ctx, "GET", preflight=preflight)
         await self.stage(scope, RECEIVE, SEND)
         assert self.handed in ([], [(scope, RECEIVE, SEND)])
         return ctx

@@ -16,7 +16,7 @@ from gateway.openapi.parameters import ParamRule, compile_param_rule
 from gateway.openapi.validation import BodyRule, compile_body_rule
 from gateway.pipeline.validate import ValidationStage
 from gateway.policy.compiled import CompiledRoute
-from tests.pipeline.stage_kit import RECEIVE, SEND, stage_route
+from tests.pipeline.stage_kit import RECEIVE, SEND, chunk, feed, stage_route, stage_scope
 
 JSON = [(b"content-type", b"application/json")]
 TEXT = [(b"content-type", b"text/plain")]
@@ -56,17 +56,9 @@ def context(rt: CompiledRoute | None, query: bytes = b"", path_params: dict[str,
     return ctx
 
 
-def feed(*chunks: bytes) -> Any:
-    """A receive() answering one http.request message per chunk; records how often it was called."""
-    queue = list(chunks)
-
-    async def receive() -> dict[str, Any]:
-        receive.calls += 1  # type: ignore[attr-defined]
-        data = queue.pop(0)
-        return {"type": "http.request", "body": data, "more_body": bool(queue)}
-
-    receive.calls = 0  # type: ignore[attr-defined]
-    return receive
+def sending(*parts: bytes) -> Any:
+    """A receive() answering one http.request message per part, the last one final."""
+    return feed(*(chunk(part, more=i < len(parts) - 1) for i, part in enumerate(parts)))
 
 
 class Terminal:
@@ -83,12 +75,8 @@ class Terminal:
 
 def scope_for(ctx: RequestContext, method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None,
               has_body: bool | None = None, preflight: bool = False) -> dict[str, Any]:
-    scope: dict[str, Any] = {"type": "http", "method": method, "gateway": ctx, "headers": headers or []}
-    if has_body is not None:
-        scope["gateway.has_body"] = has_body
-    if preflight:
-        scope["gateway.preflight"] = True
-    return scope
+    extra = {} if has_body is None else {"has_body": has_body}
+    return stage_scope(ctx, method, headers, preflight, **extra)
 
 
 async def passes(ctx: RequestContext, method: str = "POST", headers: list[tuple[bytes, bytes]] | None = None,
@@ -136,7 +124,7 @@ async def test_a_route_without_rules_passes_a_non_json_body_unread() -> None:
 
 async def test_a_route_without_rules_still_parses_a_json_body_strictly() -> None:
     ctx = context(route())
-    receive = feed(b'{"a": [1, ', b'2]}')
+    receive = sending(b'{"a": [1, ', b'2]}')
     terminal = await passes(ctx, headers=JSON, has_body=True, receive=receive)
     assert terminal.body_json == [{"a": [1, 2]}]
     assert ctx.body_json == {"a": [1, 2]}
@@ -146,7 +134,7 @@ async def test_a_route_without_rules_still_parses_a_json_body_strictly() -> None
 async def test_a_route_without_rules_refuses_a_duplicate_key_with_its_route_id() -> None:
     ctx = context(route())
     err = await refused(ctx, headers=[(b"content-type", b"application/merge-patch+json")], has_body=True,
-                        receive=feed(b'{"a": 1, "a": 2}'))
+                        receive=sending(b'{"a": 1, "a": 2}'))
     assert (err.status, err.reason, err.route_id) == (400, "request.ambiguous", "items")
 
 
@@ -184,7 +172,7 @@ async def test_every_failing_parameter_is_named() -> None:
 async def test_valid_parameters_pass_to_the_body_checks() -> None:
     rt = route({"POST": params(LIMIT, ITEM_ID)}, {"POST": body()})
     ctx = context(rt, b"limit=5&other=0", {"id": "7"})
-    terminal = await passes(ctx, headers=JSON, has_body=True, receive=feed(b'{"name": "a"}'))
+    terminal = await passes(ctx, headers=JSON, has_body=True, receive=sending(b'{"name": "a"}'))
     assert terminal.body_json == [{"name": "a"}]
 
 
@@ -218,7 +206,7 @@ async def test_a_required_body_that_is_absent_is_refused() -> None:
 
 
 async def test_a_required_body_that_is_empty_is_refused() -> None:
-    receive = feed(b"")
+    receive = sending(b"")
     ctx = context(route(body_rules={"POST": body()}))
     err = await refused(ctx, headers=JSON, has_body=True, receive=receive)
     assert err.reason == "request.invalid_body"
@@ -235,7 +223,7 @@ async def test_an_optional_body_may_be_absent() -> None:
 
 async def test_an_optional_body_may_be_empty() -> None:
     ctx = context(route(body_rules={"POST": body(required=False)}))
-    terminal = await passes(ctx, headers=JSON, has_body=True, receive=feed(b""))
+    terminal = await passes(ctx, headers=JSON, has_body=True, receive=sending(b""))
     assert terminal.body_json == [None]
     assert ctx.body == b""
 
@@ -258,7 +246,7 @@ async def test_a_json_only_operation_reads_a_body_labelled_json_other_than_by_it
     # `+json` is a JSON label: read and validated as such.
     ctx = context(route(body_rules={"POST": body()}))
     err = await refused(ctx, headers=[(b"content-type", b"application/vnd.x+json")], has_body=True,
-                        receive=feed(b'{"name": ""}'))
+                        receive=sending(b'{"name": ""}'))
     assert err.extensions == {"errors": [{"pointer": "/name", "detail": "must be at least 1 characters"}]}
 
 
@@ -267,7 +255,7 @@ async def test_a_json_only_operation_reads_a_json_body_whatever_its_header_case(
     # the (lower-case) ASGI one.
     ctx = context(route(body_rules={"POST": body()}))
     terminal = await passes(ctx, headers=[(b"content-type", b"Application/JSON")], has_body=True,
-                            receive=feed(b'{"name": "x"}'))
+                            receive=sending(b'{"name": "x"}'))
     assert terminal.body_json == [{"name": "x"}]
 
 
@@ -286,14 +274,14 @@ async def test_a_required_body_of_another_declared_media_type_passes_unread() ->
 
 async def test_an_operation_that_also_reads_other_media_types_still_validates_json() -> None:
     ctx = context(route(body_rules={"POST": body(json_only=False)}))
-    err = await refused(ctx, headers=JSON, has_body=True, receive=feed(b'{"count": 1}'))
+    err = await refused(ctx, headers=JSON, has_body=True, receive=sending(b'{"count": 1}'))
     assert err.extensions == {"errors": [{"pointer": "/name", "detail": "is required"}]}
 
 
 # --- the body: parse and schema -------------------------------------------------------------------
 
 async def test_a_valid_body_is_parsed_once_and_handed_on() -> None:
-    receive = feed(b'{"name": "a", "count": 2}')
+    receive = sending(b'{"name": "a", "count": 2}')
     ctx = context(route(body_rules={"POST": body()}))
     terminal = await passes(ctx, headers=JSON, has_body=True, receive=receive)
     assert terminal.body_json == [{"name": "a", "count": 2}]
@@ -303,7 +291,7 @@ async def test_a_valid_body_is_parsed_once_and_handed_on() -> None:
 
 async def test_an_invalid_body_names_every_failing_field() -> None:
     ctx = context(route(body_rules={"POST": body()}))
-    err = await refused(ctx, headers=JSON, has_body=True, receive=feed(b'{"count": -1}'))
+    err = await refused(ctx, headers=JSON, has_body=True, receive=sending(b'{"count": -1}'))
     assert (err.status, err.reason, err.route_id) == (422, "request.invalid_body", "items")
     assert err.detail == "the request body does not match the operation's schema"
     errors = err.extensions["errors"] if err.extensions else None
@@ -317,7 +305,7 @@ async def test_an_invalid_body_names_every_failing_field() -> None:
 
 async def test_a_body_that_is_not_json_is_a_bad_json_refusal_with_the_route_id() -> None:
     ctx = context(route(body_rules={"POST": body()}))
-    err = await refused(ctx, headers=JSON, has_body=True, receive=feed(b'{"name": NaN}'))
+    err = await refused(ctx, headers=JSON, has_body=True, receive=sending(b'{"name": NaN}'))
     assert (err.status, err.reason, err.route_id) == (400, "request.bad_json", "items")
     assert ctx.body_json is None
 
@@ -345,12 +333,12 @@ async def test_without_a_validator_the_body_is_still_parsed_strictly_and_not_val
     rule = body(schema, validate=False)
     assert rule.validator is None
     ctx = context(route(body_rules={"POST": rule}))
-    terminal = await passes(ctx, headers=JSON, has_body=True, receive=feed(b'{"count": -1}'))
+    terminal = await passes(ctx, headers=JSON, has_body=True, receive=sending(b'{"count": -1}'))
     assert terminal.body_json == [{"count": -1}]
     absent = await passes(context(route(body_rules={"POST": rule})))  # required, yet not refused: nothing validates
     assert absent.body_json == [None]
     err = await refused(context(route(body_rules={"POST": rule})), headers=JSON, has_body=True,
-                        receive=feed(b'{"x": 1, "x": 1}'))
+                        receive=sending(b'{"x": 1, "x": 1}'))
     assert (err.reason, err.route_id) == ("request.ambiguous", "items")
     err = await refused(context(route(body_rules={"POST": rule})), headers=TEXT, has_body=True)
     assert (err.status, err.route_id) == (415, "items")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.gateway_proc import shipped_policy
 from tests.support.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,8 +126,7 @@ def run(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess
 
 @pytest.mark.parametrize("env,change,message", CASES)
 def test_check_and_serve_refuse_with_one_line(tmp_path: Path, env: Any, change: Any, message: str) -> None:
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+    policy = shipped_policy(tmp_path)
     if change is not None:
         change(policy)
     environ = {"GATEWAY_POLICY_DIR": str(policy), **(env() if callable(env) else env)}
@@ -144,8 +143,7 @@ def test_check_and_serve_refuse_with_one_line(tmp_path: Path, env: Any, change: 
 
 
 def test_one_root_cause_gives_one_message(tmp_path: Path) -> None:
-    policy = tmp_path / "policies"
-    shutil.copytree(SHIPPED, policy, ignore=shutil.ignore_patterns("tests"))
+    policy = shipped_policy(tmp_path)
     edit("algorithms: [HS256, RS256, ES256, EdDSA]", "algorithms: [none]")(policy)
     checked = run(["check"], {"GATEWAY_POLICY_DIR": str(policy)})
     assert checked.returncode == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,15 @@ from tests.support.procs import PortTaken, free_port, wait_port
 ROOT = Path(__file__).resolve().parents[2]
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef0123456789"
 TEST_IDENTITY_SECRET = "test-identity-secret-0123456789abcdef0123"
+
+
+def shipped_policy(parent: Path) -> Path:
+    """A copy of the shipped policy directory (its YAML test cases left out) as `parent/policies`,
+    for a test to edit."""
+    d = parent / "policies"
+    shutil.copytree(ROOT / "policies", d, ignore=shutil.ignore_patterns("tests"))
+    return d
+
 
 BASE_ENV = {
     "GATEWAY_JWT_SECRET": TEST_JWT_SECRET,
