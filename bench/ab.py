@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.warmup > 0:
                         wrk.run(launched.url, conns=args.conns, duration=args.warmup, script=script,
                                 tokens_file=tokens_file)
-                    pid = launched.gateway_pid or 0
+                    pid = launched.cpu_pid or 0
                     before = gwstats.tree_cpu_seconds(pid)
                     res = wrk.run(launched.url, conns=args.conns, duration=args.duration, script=script,
                                   tokens_file=tokens_file)

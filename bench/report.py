@@ -131,7 +131,8 @@ class Report:
         head = (f"{'target':22} {'c':>3} {'req/s':>8} {'p50':>7} {'p90':>7} {'p99':>7} {'p99.9':>7} "
                 f"{'max':>7} {'cpu/req':>8} {'errors':>6} {'x nginx':>7} {'x full':>6}  note")
         what = f"medians of {self.runs} runs per target, each field on its own; " if self.runs > 1 else ""
-        lines = [f"{what}latencies in ms; cpu/req = gateway CPU (user+sys) per request in µs", head, "-" * len(head)]
+        lines = [f"{what}latencies in ms; cpu/req = CPU (user+sys) of the server's process tree per "
+                 "request in µs", head, "-" * len(head)]
         for r in self.rows:
             if r.result is None:
                 lines.append(f"{r.label:22} {r.conns:>3} {'-':>8} {'':>7} {'':>7} {'':>7} {'':>7} {'':>7} "
@@ -191,6 +192,17 @@ class Report:
         if not parts:
             return None
         return f"pipeline cost per request (c{self.conns}, gateway CPU minus the server core's): " + "; ".join(parts)
+
+    def cpu_versus_peer(self) -> str | None:
+        """The line comparing CPU per request of the Redis-backed one-worker gateway with Fastify
+        full's (same concurrency): unlike req/s, it does not depend on what else had the CPU.
+        Only the server's own process tree: Redis, the upstream and wrk are left out of both."""
+        full, redis = self.find("full", self.conns), self.find("gateway-redis", self.conns, 1)
+        if (full is None or redis is None or full.cpu_us is None or redis.cpu_us is None
+                or full.flagged or redis.flagged or not full.cpu_us):
+            return None
+        return (f"CPU per request (c{self.conns}, the server's process tree): {redis.label} "
+                f"{redis.cpu_us:,.0f} µs, fastify full {full.cpu_us:,.0f} µs = {redis.cpu_us / full.cpu_us:.2f} x")
 
     def _cpu(self, kind: str) -> tuple[list[float], bool]:
         """The CPU per request of every run of `kind` at the table's concurrency, and whether any

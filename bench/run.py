@@ -117,7 +117,7 @@ def measure(b: targets.Bench, t: targets.Target, args: argparse.Namespace, scrip
             wrk.run(launched.url, conns=args.conns, duration=args.warmup, script=script,
                     tokens_file=tokens_file, method=t.method, body_file=body_file)
         for c in levels:
-            pid = launched.gateway_pid
+            pid = launched.cpu_pid
             lag_before = gwstats.scrape_lag(launched.admin_url)
             cpu_before = gwstats.tree_cpu_seconds(pid) if pid else 0.0
             try:
@@ -218,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     out = report.median_report(rounds)
     print()
     print(out.table(args.sweep))
-    if (cost := out.pipeline_cost()) is not None:
-        print(cost)
+    for line in (out.pipeline_cost(), out.cpu_versus_peer()):
+        if line is not None:
+            print(line)
     if (cost := out.validation_cost()) is not None:
         print(cost)
         print(in_process_validation_cost())

@@ -57,7 +57,7 @@ class Bench:
 class Launched:
     url: str
     procs: list[Proc] = field(default_factory=list)
-    gateway_pid: int | None = None      # the gateway's process (tree): CPU per request
+    cpu_pid: int | None = None          # the process (tree) under test: CPU per request
     admin_url: str | None = None        # its /metrics: event-loop lag
 
 
@@ -112,12 +112,12 @@ def core_floor(b: Bench) -> Launched:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     env["BENCH_UPSTREAM"] = f"http://{LOOPBACK}:{b.upstream_port}"
     proc = b.procs.start("core-floor", argv, env=env, cwd=b.root, port=port)
-    return Launched(_url(proc.port or 0), [proc], gateway_pid=proc.popen.pid)
+    return Launched(_url(proc.port or 0), [proc], cpu_pid=proc.popen.pid)
 
 
 def fastify_floor(b: Bench) -> Launched:
     proc = _fastify(b, "floor", {})
-    return Launched(_url(proc.port or 0), [proc])
+    return Launched(_url(proc.port or 0), [proc], cpu_pid=proc.popen.pid)
 
 
 def fastify_full(b: Bench) -> Launched:
@@ -129,7 +129,7 @@ def fastify_full(b: Bench) -> Launched:
     except BaseException:
         b.procs.stop(redis)
         raise
-    return Launched(_url(proc.port or 0), [proc, redis])
+    return Launched(_url(proc.port or 0), [proc, redis], cpu_pid=proc.popen.pid)
 
 
 def policy_copy(src: Path, dest: Path, *, cache_size: int | None = None,
@@ -208,7 +208,7 @@ def gateway(workers: int, with_redis: bool | None = None, token_cache: bool = Tr
             for p in started:
                 b.procs.stop(p)
             raise
-        return Launched(_url(port, path), [proc, *started], gateway_pid=proc.popen.pid,
+        return Launched(_url(port, path), [proc, *started], cpu_pid=proc.popen.pid,
                         admin_url=f"http://{LOOPBACK}:{admin_port}/metrics")
 
     return start

@@ -282,6 +282,27 @@ def test_no_pipeline_cost_without_a_clean_core_row() -> None:
     assert report.Report(32, 8, True, [clean]).pipeline_cost() is None  # no gateway row to compare
 
 
+def test_cpu_versus_the_peer_compares_the_redis_gateway_with_fastify_full() -> None:
+    full, redis = _row("full", 32, 9000, 7.0, workers=None), _row("gateway-redis", 32, 4300, 16.0)
+    full.cpu_us, redis.cpu_us = 112.0, 235.0
+    other = _row("gateway-redis", 8, 4000, 6.0)
+    other.cpu_us = 999.0  # another concurrency: not the table's
+    line = report.Report(32, 8, True, [full, redis, other]).cpu_versus_peer()
+    assert line == ("CPU per request (c32, the server's process tree): gateway-redis w1 235 µs, "
+                    "fastify full 112 µs = 2.10 x")
+
+
+def test_no_cpu_versus_the_peer_without_both_clean_rows() -> None:
+    full, redis = _row("full", 32, 9000, 7.0, workers=None), _row("gateway-redis", 32, 4300, 16.0)
+    redis.cpu_us = 235.0
+    assert report.Report(32, 8, True, [full, redis]).cpu_versus_peer() is None  # the peer's CPU unread
+    full.cpu_us = 112.0
+    assert report.Report(32, 8, True, [full]).cpu_versus_peer() is None
+    bad = _row("gateway-redis", 32, 4300, 16.0, non_2xx=3)
+    bad.cpu_us = 100.0
+    assert report.Report(32, 8, True, [full, bad]).cpu_versus_peer() is None  # errors are cheap: no claim
+
+
 def test_the_core_row_runs_by_default_between_the_peers_and_the_gateway() -> None:
     from bench.run import parse_args
 
