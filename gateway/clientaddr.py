@@ -53,12 +53,13 @@ def parse_address(text: str) -> IPAddress | None:
     if value.startswith("["):
         end = value.find("]")
         rest = value[end + 1 :] if end > 0 else "x"
-        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
+        # isascii: str.isdigit() is also true of '²' and '٣' (a latin-1 header can carry '²').
+        if rest and not (rest[0] == ":" and rest[1:].isascii() and rest[1:].isdigit()):
             return None
         value = value[1:end]
     elif value.count(":") == 1:
         host, _, port = value.partition(":")
-        if not port.isdigit():
+        if not (port.isascii() and port.isdigit()):
             return None
         value = host
     try:

@@ -110,6 +110,10 @@ def test_from_env_refuses_malformed() -> None:
         pytest.param("[::1]:x4", None, id="bracketed_port_not_digits"),
         pytest.param("[::1]:8", "::1", id="bracketed_one_digit_port"),
         pytest.param("1.2.3.4:", None, id="empty_port"),
+        # A header decoded as latin-1 can carry '²' (0xB2): a digit to str.isdigit(), not a port.
+        pytest.param("1.2.3.4:\u00b2", None, id="superscript_port"),
+        pytest.param("[::1]:\u00b2", None, id="bracketed_superscript_port"),
+        pytest.param("1.2.3.4:\u0663", None, id="arabic_indic_port"),
         pytest.param("", None, id="empty"),
     ],
 )

@@ -211,6 +211,7 @@ REFUSED = [
     pytest.param({"allow_origins": ["https://app.example.com:65536"]}, "bad port", id="port_65536"),
     pytest.param({"allow_origins": ["https://app.example.com:"]}, "bad port", id="empty_port"),
     pytest.param({"allow_origins": ["https://app.example.com:08443"]}, "bad port", id="padded_port"),
+    pytest.param({"allow_origins": ["https://app.example.com:\u00b2"]}, "internationalised", id="superscript_port"),
     pytest.param({"allow_origins": ["https://bücher.example"]}, "punycode", id="unicode_idn"),
     pytest.param({"allow_origins": ["https://app..example.com"]}, "bad host", id="empty_label"),
     pytest.param({"allow_origins": ["https://app.example.com."]}, "bad host", id="trailing_dot"),

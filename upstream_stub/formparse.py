@@ -36,7 +36,8 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {k: _listify(v) for k, v in node.items()}
-    if items and all(k.isdigit() and len(k) <= 9 for k in items):
+    # ASCII digits only: str.isdigit() is also true of '²' and '٣', which int() refuses or reads.
+    if items and all(k.isascii() and k.isdigit() and len(k) <= 9 for k in items):
         return [items[k] for k in sorted(items, key=int)]
     return items
 

@@ -12,6 +12,7 @@ from typing import Any
 from upstream_stub.kommo_client import KommoError, ReauthRequired
 from upstream_stub.services import Services
 from upstream_stub.store.jobs import Claim
+from upstream_stub.web import ascii_digits
 from upstream_stub.worker import Handler, PermanentJobError, RetryableJobError
 
 log = logging.getLogger("upstream_stub.jobs")
@@ -72,7 +73,7 @@ def make_handlers(svc: Services) -> dict[str, Handler]:
                 rows = [i for i in items if isinstance(i, dict)]
                 if kind == "delete":
                     await svc.leads.delete(claim.org_id, conn_id, [int(i["id"]) for i in rows
-                                                                    if str(i.get("id", "")).isdigit()])
+                                                                    if ascii_digits(str(i.get("id", "")))])
                 elif kind in LEAD_EVENTS:
                     await svc.leads.upsert(claim.org_id, conn_id, rows)
                 else:

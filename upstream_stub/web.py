@@ -23,10 +23,16 @@ _CURSOR = re.compile(r"[A-Za-z0-9_-]{1,64}")  # the document's pattern and maxLe
 SEQ_MAX = 2**63 - 1
 
 
+def ascii_digits(text: str, most: int = 18) -> bool:
+    """1..`most` ASCII digits. Not `str.isdigit()` alone: it is also true of '²' (which `int()`
+    refuses: a 500) and of '٣' (which `int()` reads as 3: another account's id)."""
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
 async def read_body(request: Request, cap: int) -> bytes:
     """The raw body, refused past `cap` bytes without buffering the rest."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > cap):
+    if declared is not None and (not ascii_digits(declared, 19) or int(declared) > cap):
         raise PayloadTooLarge("request.body_too_large", f"body over {cap} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -67,7 +73,7 @@ def check_query_org(request: Request, ident: Identity) -> None:
 def page_args(request: Request) -> tuple[int, int]:
     """(limit, after_seq) from `?limit=&cursor=`; the cursor is opaque to clients."""
     raw_limit = request.query_params.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not ascii_digits(raw_limit, 9) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise Unprocessable("validation.failed", f"limit must be 1..{MAX_LIMIT}")
     cursor = request.query_params.get("cursor")
     return int(raw_limit), (_cursor_seq(cursor) if cursor else 0)

@@ -24,7 +24,7 @@ from upstream_stub.formparse import FormError, parse_nested_form
 from upstream_stub.identity import service
 from upstream_stub.services import Services, services
 from upstream_stub.store.connections import REVOKED
-from upstream_stub.web import read_body
+from upstream_stub.web import ascii_digits, read_body
 
 log = logging.getLogger("upstream_stub.webhooks")
 MAX_HOOK_BODY = 256 * 1024
@@ -55,7 +55,7 @@ async def account_hook(request: Request) -> JSONResponse:
     account = data.get("account")
     account = account if isinstance(account, dict) else {}
     account_id = str(account.get("id", ""))
-    if not account_id.isdigit() or len(account_id) > 18:
+    if not ascii_digits(account_id):
         raise BadRequest("webhook.malformed", "account[id] is missing")
     targets = await svc.connections.orgs_for_kommo_account_for_webhook(int(account_id))
     log.info("kommo account webhook for account %s → %d connection(s)", account_id, len(targets))
@@ -87,7 +87,7 @@ async def revoked_hook(request: Request) -> JSONResponse:
     # hex HMAC-SHA256(client_secret, "<client_uuid>|<account_id>").
     client_uuid, account_id, signature = q.get("client_uuid", ""), q.get("account_id", ""), q.get("signature", "")
     secret = svc.settings.kommo_client_secret or ""
-    if not account_id.isdigit() or len(account_id) > 18:
+    if not ascii_digits(account_id):
         raise BadRequest("webhook.malformed", "account_id is missing")
     # Depth behind the gateway's check: the same signature, verified with our own copy of the secret.
     expected = hmac.new(secret.encode(), f"{client_uuid}|{account_id}".encode(), hashlib.sha256).hexdigest()

@@ -147,6 +147,7 @@ async def test_agent_validation(up: Upstream, body: dict[str, Any]) -> None:
     pytest.param({"limit": "0"}, "validation.failed", id="limit_zero"),
     pytest.param({"limit": "1000"}, "validation.failed", id="limit_huge"),
     pytest.param({"cursor": "!!!"}, "validation.failed", id="cursor_garbage"),
+    pytest.param({"limit": "²"}, "validation.failed", id="limit_superscript"),  # isdigit, not int: was a 500
 ])
 async def test_bad_page_args(up: Upstream, params: dict[str, str], reason: str) -> None:
     r = await up.client.get("/agents", params=params, headers=user_headers(A))

@@ -42,6 +42,13 @@ def test_form_parser(body: bytes, expected: dict[str, Any]) -> None:
     assert parse_nested_form(body) == expected
 
 
+def test_form_parser_keeps_non_ascii_digit_keys_as_names() -> None:
+    """'²' is a digit to str.isdigit() but int() refuses it: it was a 500 while sorting list
+    indices. It is a name, so the node stays a mapping."""
+    assert parse_nested_form("a[²]=x&a[1]=y".encode()) == {"a": {"²": "x", "1": "y"}}
+    assert parse_nested_form("a[٣]=x".encode()) == {"a": {"٣": "x"}}
+
+
 @pytest.mark.parametrize("body", [
     pytest.param(b"a=1&a[b]=2", id="value_then_container"),
     pytest.param(b"a[b]=2&a=1", id="container_then_value"),
@@ -89,6 +96,9 @@ async def test_account_hook_for_unknown_account_is_accepted_and_ignored(up: Upst
 @pytest.mark.parametrize("body", [
     pytest.param(b"leads[add][0][id]=1", id="no_account"),
     pytest.param(b"account[id]=abc", id="account_not_numeric"),
+    # Digits to str.isdigit(), not to int(): a 500 ('²') or another account's id ('٣' read as 3).
+    pytest.param("account[id]=²".encode(), id="account_superscript"),
+    pytest.param("account[id]=٣".encode(), id="account_arabic_indic"),
     pytest.param(b"a=1&a[b]=2", id="malformed_form"),
 ])
 async def test_account_hook_rejects_malformed(up: Upstream, body: bytes) -> None:
@@ -113,7 +123,7 @@ async def test_chat_hook_enqueues_for_the_amojo_account(up: Upstream, kommo: Fak
     assert [e["source"] for e in await up.svc.leads.events("org_a", conn_id)] == ["chat"]
 
 
-def _revoked_params(account: int = ACCOUNT_ID, secret: str = CLIENT_SECRET, client_id: str = CLIENT_ID,
+def _revoked_params(account: int | str = ACCOUNT_ID, secret: str = CLIENT_SECRET, client_id: str = CLIENT_ID,
                     ) -> dict[str, str]:
     sig = hmac.new(secret.encode(), f"{client_id}|{account}".encode(), hashlib.sha256).hexdigest()
     return {"client_uuid": client_id, "account_id": str(account), "signature": sig}
@@ -132,6 +142,9 @@ async def test_revoked_hook_marks_connection_revoked_and_drops_tokens(up: Upstre
     pytest.param(_revoked_params(secret="wrong-secret"), 403, id="bad_signature"),
     pytest.param(_revoked_params(client_id="someone-else"), 403, id="other_client"),
     pytest.param({"client_uuid": CLIENT_ID, "account_id": "x", "signature": "00"}, 400, id="bad_account"),
+    # Signed, but not an account id: '²' was a 500 in int(), '٣' read as account 3.
+    pytest.param(_revoked_params(account="²"), 400, id="superscript_account"),
+    pytest.param(_revoked_params(account="٣"), 400, id="arabic_indic_account"),
     # The old, wrong parameter name: Kommo never sends client_id, so it verifies nothing.
     pytest.param({**_revoked_params(), "client_id": CLIENT_ID, "client_uuid": ""}, 403, id="client_id_not_uuid"),
     pytest.param({k: v for k, v in _revoked_params().items() if k != "signature"}, 403, id="no_signature"),
