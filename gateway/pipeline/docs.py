@@ -17,7 +17,7 @@ from gateway.errors import MethodNotAllowed
 from gateway.openapi import docs
 from gateway.openapi.docs import Asset
 from gateway.openapi.policy import ApiPolicy
-from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header
+from gateway.pipeline.base import ASGIApp, Receive, Scope, Send, header_all
 
 _HEADERS_COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
                    (b"cross-origin-resource-policy", b"same-origin")]
@@ -53,7 +53,8 @@ class DocsStage:
             headers.append((b"cache-control", b"public, max-age=300"))
             headers.append((b"content-security-policy", docs.CSP))
             headers.append((b"x-frame-options", b"DENY"))
-        if _matches(header(scope, b"if-none-match"), asset.etag):
+        # A list header: several lines are one list (RFC 9110 §5.3), so each line is read.
+        if _matches(b",".join(header_all(scope, b"if-none-match")) or None, asset.etag):
             ctx.status = 304
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})

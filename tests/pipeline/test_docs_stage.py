@@ -323,6 +323,16 @@ async def test_a_matching_first_if_none_match_line_is_a_304_whatever_follows(doc
     assert (status, body) == (304, b"")
 
 
+async def test_if_none_match_lines_are_one_list(doc: ApiDocument) -> None:
+    """RFC 9110: a list header's lines combine; an ETag on a later line matches too."""
+    lines = [(b"if-none-match", b'"other"'), (b"if-none-match", b'"another", ' + doc.etag)]
+    status, _, body = await served(context(api(doc)), DOCUMENT, headers=lines)
+    assert (status, body) == (304, b"")
+    status, _, _ = await served(context(api(doc)), DOCUMENT,
+                                headers=[(b"if-none-match", b'"other"'), (b"if-none-match", b'"x"')])
+    assert status == 200
+
+
 async def test_one_page_s_etag_does_not_validate_another(doc: ApiDocument) -> None:
     status, _, _ = await served(context(api(doc)), PAGE, headers=[(b"if-none-match", doc.etag)])
     assert status == 200
