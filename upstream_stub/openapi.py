@@ -188,8 +188,10 @@ def _path_param(name: str) -> dict[str, Any]:
             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_-]+$"}}
 
 
-def _query(name: str, required: bool = False, max_length: int = 256) -> dict[str, Any]:
-    schema = {"type": "string", "maxLength": max_length, **({"minLength": 1} if required else {})}
+def _query(name: str, required: bool = False, max_length: int = 256, pattern: str | None = None) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": max_length, **({"minLength": 1} if required else {})}
+    if pattern is not None:
+        schema["pattern"] = pattern
     return {"name": name, "in": "query", "required": required, "schema": schema}
 
 
@@ -273,7 +275,12 @@ def paths() -> dict[str, dict[str, Any]]:
         "/webhooks/kommo": {
             "post": _op("kommoAccountWebhook", "webhooks", "Kommo account webhook (form-encoded)",
                         (200, WebhookAccepted), {400: ["webhook.malformed"], 413: ["request.body_too_large"]},
-                        body_content={"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}),
+                        # Kommo's form always names the account (`account[id]`); the rest varies by event.
+                        # Field names are `name[key][0]...` (formparse.py), at most 256 characters.
+                        body_content={"application/x-www-form-urlencoded": {"schema": {
+                            "type": "object", "required": ["account[id]"],
+                            "propertyNames": {"maxLength": 256, "pattern": r"^[^\[\]]+(\[[^\[\]]+\])*$"},
+                            "properties": {"account[id]": {"type": "string", "pattern": ACCOUNT_ID}}}}}),
         },
         "/webhooks/kommo-chat": {
             "post": _op("kommoChatWebhook", "webhooks", "Kommo Chats webhook", (200, WebhookAccepted),
@@ -282,11 +289,15 @@ def paths() -> dict[str, dict[str, Any]]:
         "/webhooks/kommo/revoked": {
             "get": _op("kommoRevokedWebhook", "webhooks", "Kommo access-revoked hook", (200, Revoked),
                        {400: ["webhook.malformed"], 403: ["webhook.bad_signature"]},
-                       [_query("client_id"), _query("account_id", max_length=18), _query("signature", max_length=128)]),
+                       # Kommo's names: client_uuid (the integration's client id), account_id, signature.
+                       [_query("client_uuid", required=True),
+                        _query("account_id", required=True, max_length=18, pattern=ACCOUNT_ID),
+                        _query("signature", required=True, max_length=128)]),
         },
     }
 
 
+ACCOUNT_ID = "^[0-9]{1,18}$"  # a Kommo account id: ASCII digits (web.ascii_digits)
 KOMMO_HOST = (r"^(https://)?[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.(?:kommo\.com|amocrm\.ru|amocrm\.com)/?$")
 PATCHES = {"AgentPatch": ["name", "description", "model", "config"], "ConnectionPatch": ["name", "credentials"]}
 

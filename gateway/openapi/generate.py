@@ -141,6 +141,27 @@ def _kinds(spec: RouteSpec, method: str, has_json_body: bool, has_params: bool, 
     return kinds
 
 
+# What the kommo_revoked verifier reads (gateway/webhooks/verifiers.py): each exactly once, or 401.
+# The upstream's declaration of a name is kept (its schema may be stricter) and made required.
+_REVOKED_QUERY = (
+    ("client_uuid", {"type": "string", "minLength": 1, "maxLength": 256},
+     "The integration's client id: the gateway's `client_id_env` value."),
+    ("account_id", {"type": "string", "minLength": 1, "maxLength": 256}, "The Kommo account whose access was revoked."),
+    ("signature", {"type": "string", "minLength": 1, "maxLength": 128},
+     "Hex HMAC-SHA256 of `<client_uuid>|<account_id>` with the integration's client secret."),
+)
+
+
+def _declare_revoked_query(params: list[dict[str, Any]]) -> None:
+    for name, schema, text in _REVOKED_QUERY:
+        mine = next((p for p in params if p.get("in") == "query" and p.get("name") == name), None)
+        if mine is None:
+            mine = {"name": name, "in": "query", "schema": dict(schema)}
+            params.append(mine)
+        mine["required"] = True
+        mine.setdefault("description", text)
+
+
 def _describe_bound_query(param: dict[str, Any]) -> None:
     """The org parameter as the tenant stage reads it: a `+` in its value is refused (400
     request.ambiguous: a form decoder reads a space, RFC 3986 a plus), so a value with a space
@@ -190,6 +211,7 @@ def _operation(spec: RouteSpec, method: str, up: dict[str, Any] | None, info: Ro
     if spec.auth == "webhook" and webhook.get("type") == "kommo_revoked":
         op["description"] = ("Kommo access-revoked hook: `signature` is the hex HMAC-SHA256 of "
                              "`<client_uuid>|<account_id>` with the integration's client secret.")
+        _declare_revoked_query(params)
     if public or params:
         op["parameters"] = public + params
     body = up.get("requestBody")

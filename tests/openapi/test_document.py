@@ -88,6 +88,34 @@ def test_security_webhooks_and_refusals_are_described() -> None:
     assert not any("auth.expired" in json.dumps(resolve(doc, r)) for r in callback["responses"].values())
 
 
+def _revoked_query(doc: dict) -> dict[str, dict]:
+    op = doc["paths"]["/v1/webhooks/kommo/revoked"]["get"]
+    return {p["name"]: p for p in op["parameters"] if p["in"] == "query"}
+
+
+def test_the_revoked_hook_declares_the_query_its_verifier_reads() -> None:
+    """Kommo sends client_uuid, account_id and signature; the verifier refuses a request without
+    each exactly once. The document once declared `client_id`, which nothing reads."""
+    query = _revoked_query(shipped())
+    assert set(query) == {"client_uuid", "account_id", "signature"}
+    assert all(p["required"] for p in query.values())
+    assert query["account_id"]["schema"]["maxLength"] == 18  # the upstream's stricter schema is kept
+
+
+def test_the_generator_declares_the_revoked_query_when_the_upstream_does_not() -> None:
+    up = upstream_document()
+    up["paths"]["/webhooks/kommo/revoked"]["get"]["parameters"] = [
+        {"name": "client_id", "in": "query", "required": False, "schema": {"type": "string"}}]
+    text, problems = build(json.dumps(up), POLICIES)
+    assert not problems
+    query = _revoked_query(yaml.safe_load(text))
+    assert {"client_uuid", "account_id", "signature"} <= set(query)
+    for name in ("client_uuid", "account_id", "signature"):
+        assert query[name]["required"] is True
+        assert query[name]["schema"]["minLength"] == 1
+    assert query["client_id"]["required"] is False  # the upstream's own parameter, left as it said
+
+
 def test_tenant_bound_query_parameter_says_what_the_tenant_stage_accepts() -> None:
     """The tenant stage refuses a `+` in the org value (a space to a form decoder, a plus to RFC
     3986): the document must not promise values it refuses in their usual form encoding."""
