@@ -220,10 +220,12 @@ checks=$(docker run --rm --entrypoint sh "$IMAGE" -c '
   for c in gcc cc c++ g++ clang make; do command -v "$c" >/dev/null && echo "compiler=$c"; done
   pip check >/dev/null 2>&1 && echo "pip-check=ok" || echo "pip-check=FAILED"
   gateway --help >/dev/null 2>&1 && echo "gateway=ok"')
-echo "$checks" | grep -qx "uid=10001" || die "image does not run as uid 10001: $checks"
-if echo "$checks" | grep -q "^compiler="; then die "compiler in the final image: $checks"; fi
-echo "$checks" | grep -qx "pip-check=ok" || die "pip check fails in the image"
-echo "$checks" | grep -qx "gateway=ok" || die "gateway command missing in the image"
+# Here-strings, not `echo | grep -q`: under pipefail, grep -q leaving at its first match can kill
+# echo with SIGPIPE, which failed the uid check once and would have passed the compiler check.
+grep -qx "uid=10001" <<<"$checks" || die "image does not run as uid 10001: $checks"
+if grep -q "^compiler=" <<<"$checks"; then die "compiler in the final image: $checks"; fi
+grep -qx "pip-check=ok" <<<"$checks" || die "pip check fails in the image"
+grep -qx "gateway=ok" <<<"$checks" || die "gateway command missing in the image"
 note "image $IMAGE: $((size / 1000000)) MB ($size bytes), uid 10001, no compiler, pip check ok"
 
 # --- 6. the stack ------------------------------------------------------------------------------------------
