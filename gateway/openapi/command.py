@@ -16,7 +16,7 @@ import yaml
 
 from gateway.errors import PolicyError
 from gateway.openapi.document import DOCUMENT_NAME
-from gateway.openapi.generate import generate, read_routes
+from gateway.openapi.generate import generate, read_routes, upstream_problems
 from gateway.settings import Settings
 
 TITLE = "Edge gateway public API"
@@ -36,8 +36,17 @@ class _NoAliases(yaml.SafeDumper):
 
 
 def build(upstream_text: str, policy_dir: Path) -> tuple[str, list[str]]:
+    """(the document's text, problems: routes the upstream has no operation for). ValueError, one
+    line per problem, when the upstream's document is not JSON or not of the shape the generator
+    reads (each line says where)."""
+    try:
+        parsed = json.loads(upstream_text)
+    except ValueError as exc:
+        raise ValueError(f"--upstream: not a JSON document: {exc}") from None
+    if shape := upstream_problems(parsed):
+        raise ValueError("\n".join(shape))
     # Key order of the upstream's JSON must not change the output (the drift test compares text).
-    upstream = json.loads(json.dumps(json.loads(upstream_text), sort_keys=True))
+    upstream = json.loads(json.dumps(parsed, sort_keys=True))
     doc, problems = generate(upstream, read_routes(policy_dir), title=TITLE)
     return render(doc), problems
 
@@ -54,11 +63,15 @@ def openapi_main(argv: list[str]) -> int:
             p.add_argument("--output", default=None, help=f"default: <policy dir>/{DOCUMENT_NAME}; - for stdout")
     args = parser.parse_args(argv)
     policy_dir = Path(args.policy_dir or Settings().policy_dir)
-    upstream_text = sys.stdin.read() if args.upstream == "-" else Path(args.upstream).read_text(encoding="utf-8")
+    try:
+        upstream_text = sys.stdin.read() if args.upstream == "-" else Path(args.upstream).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"--upstream: cannot read {args.upstream}: {exc}", file=sys.stderr)
+        return 2
     try:
         text, problems = build(upstream_text, policy_dir)
     except (PolicyError, ValueError) as exc:
-        errors = exc.errors if isinstance(exc, PolicyError) else [f"--upstream: not a JSON document: {exc}"]
+        errors = exc.errors if isinstance(exc, PolicyError) else [str(exc)]
         for line in errors:
             print(line, file=sys.stderr)
         return 2

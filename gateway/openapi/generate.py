@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from pydantic import ValidationError
 
 from gateway.errors import PolicyError
@@ -282,6 +283,40 @@ def _builtin(summary: str, content_type: str, schema: dict[str, Any]) -> dict[st
                     "responses": {"200": {"description": summary, "headers": {"ETag": {"schema": {"type": "string"}}},
                                           "content": {content_type: {"schema": schema}}},
                                   "304": {"description": "Not modified (If-None-Match)"}}}}
+
+
+# The parts of the upstream's document the generator reads, and the shape it reads them in. A
+# document of another shape is refused with the place and the problem, never a traceback.
+_CONTENT = {"type": "object", "additionalProperties": {
+    "type": "object", "properties": {"schema": {"type": ["object", "boolean"]}}}}
+_PARAMETER = {"type": "object", "required": ["name", "in"], "properties": {
+    "name": {"type": "string"}, "in": {"type": "string"}, "schema": {"type": ["object", "boolean"]}}}
+_OPERATION = {"type": "object", "properties": {
+    "parameters": {"type": "array", "items": _PARAMETER},
+    "requestBody": {"type": "object", "properties": {"content": _CONTENT}},
+    # Explicit status codes: the generator adds the gateway's refusals by code (no `default`, no `4XX`).
+    "responses": {"type": "object", "propertyNames": {"pattern": "^[1-5][0-9][0-9]$"},
+                  "additionalProperties": {"type": "object", "properties": {
+                      "content": _CONTENT, "headers": {"type": "object"}}}}}}
+UPSTREAM_SHAPE = {"type": "object", "required": ["paths"], "properties": {
+    "paths": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+        "parameters": {"type": "array", "items": _PARAMETER},
+        **{m.lower(): _OPERATION for m in ("GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE")}}}},
+    "components": {"type": "object", "properties": {
+        name: {"type": "object"} for name in ("schemas", "parameters", "responses", "headers")}}}}
+_SHAPE = jsonschema_rs.validator_for(UPSTREAM_SHAPE)
+
+
+def upstream_problems(upstream: Any, most: int = 10) -> list[str]:
+    """Where the upstream's document is not of the shape the generator reads (at most `most`)."""
+    out = []
+    for err in _SHAPE.iter_errors(upstream):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f"[{p!r}]" if "/" in p or "." in p else f".{p}"
+                        for p in err.instance_path).lstrip(".") or "(the document)"
+        out.append(f"--upstream: {where}: {err.message}")
+        if len(out) == most:
+            break
+    return out
 
 
 def generate(upstream: dict[str, Any], info: RouteInfo, title: str = "Public API",

@@ -246,3 +246,44 @@ def test_cli_check_reports_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert "out of date" in capsys.readouterr().err
     assert cli_main(["openapi", "generate", "--upstream", str(up), "--policy-dir", str(d)]) == 0
     assert cli_main(["openapi", "check", "--upstream", str(up), "--policy-dir", str(d)]) == 0
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    pytest.param("nope", "--upstream: not a JSON document: Expecting value", id="not_json"),
+    pytest.param("[]", '--upstream: (the document): [] is not of type "object"', id="not_an_object"),
+    pytest.param("{}", '--upstream: (the document): "paths" is a required property', id="no_paths"),
+    pytest.param('{"paths": []}', "--upstream: paths: [] is not of type", id="paths_a_list"),
+    pytest.param('{"paths": {"/agents": {"get": "x"}}}', "--upstream: paths['/agents'].get: \"x\" is not of type",
+                 id="operation_a_string"),
+    pytest.param('{"paths": {"/agents": {"get": {"responses": {"default": {}}}}}}',
+                 "--upstream: paths['/agents'].get.responses: \"default\" does not match", id="default_response"),
+    pytest.param('{"paths": {"/agents": {"get": {"responses": {"²00": {}}}}}}',
+                 "--upstream: paths['/agents'].get.responses: \"²00\" does not match", id="superscript_code"),
+    pytest.param('{"paths": {"/agents": {"get": {"parameters": [{"in": "query"}]}}}}',
+                 "--upstream: paths['/agents'].get.parameters[0]: \"name\" is a required property",
+                 id="parameter_without_name"),
+    pytest.param('{"paths": {}, "components": {"schemas": []}}', "--upstream: components.schemas: [] is not",
+                 id="schemas_a_list"),
+])
+def test_a_malformed_upstream_document_is_named_not_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
+    """Each of these was an AttributeError, KeyError or int() traceback, or 'not a JSON document'
+    for a document that is JSON."""
+    up = tmp_path / "upstream.json"
+    up.write_text(text, encoding="utf-8")
+    out = tmp_path / "out.yaml"
+    code = cli_main(["openapi", "generate", "--upstream", str(up), "--policy-dir", str(POLICIES), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_an_unreadable_upstream_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.json"
+    assert cli_main(["openapi", "check", "--upstream", str(missing), "--policy-dir", str(POLICIES)]) == 2
+    assert f"--upstream: cannot read {missing}" in capsys.readouterr().err
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe{}")
+    assert cli_main(["openapi", "check", "--upstream", str(binary), "--policy-dir", str(POLICIES)]) == 2
+    assert f"--upstream: cannot read {binary}" in capsys.readouterr().err
