@@ -31,7 +31,7 @@ from gateway.errors import PolicyError
 from gateway.explain import ExplainRequest, Explanation, UsageError, load_for_cli, run_requests
 from gateway.policy.compiled import CompiledPolicy
 from gateway.policy.loader import pydantic_errors
-from gateway.policy.yamlsrc import load_yaml
+from gateway.policy.yamlsrc import load_yaml, read_text
 from gateway.settings import Settings
 
 _STRICT = ConfigDict(extra="forbid", populate_by_name=True)
@@ -202,7 +202,10 @@ def check(expect: Expect, ex: Explanation) -> list[str]:
 def load_cases(path: Path, env: dict[str, str], errors: list[str]) -> list[tuple[PolicyCase, str]]:
     """(case, "file:line") for every case of one file; problems go to `errors` as file:line lines."""
     before = len(errors)
-    src = load_yaml(str(path), path.read_text(encoding="utf-8"), env, errors)
+    text = read_text(path, errors)
+    if text is None:
+        return []
+    src = load_yaml(str(path), text, env, errors)
     if src is None or len(errors) > before:  # e.g. an unset ${VAR}: the file's cases would mislead
         return []
     try:

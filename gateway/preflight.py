@@ -179,8 +179,6 @@ def _load(directory: str, env: Mapping[str, str], production: bool) -> CompiledP
 
     try:
         return load_policy(directory, env, production)
-    except UnicodeDecodeError as exc:
-        raise PolicyError([f"{directory}: a policy file is not UTF-8 text ({exc.reason})"]) from None
     except OSError as exc:
         raise PolicyError([f"{exc.filename or directory}: cannot read policy ({exc.strerror})"]) from None
 

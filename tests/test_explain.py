@@ -170,10 +170,12 @@ def test_token_signed_with_another_key_is_refused(capsys: pytest.CaptureFixture[
     pytest.param(["GET", "v1/agents"], id="relative_url"),
     pytest.param(["GET", "/v1/agents", "-H", "no-colon"], id="bad_header"),
     pytest.param(["GET", "/v1/agents", "--token", "t", "--claims", "{}"], id="token_and_claims"),
+    pytest.param(["GET", "http://[::1/v1/agents"], id="unclosed_ipv6_host"),  # was a ValueError traceback
 ])
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     assert explain_main(["--policy", POLICY, *argv]) == 2
-    capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "gateway explain:" in err and "Traceback" not in err
 
 
 def test_claims_are_refused_in_production(capsys: pytest.CaptureFixture[str],

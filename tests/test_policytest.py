@@ -116,6 +116,18 @@ def test_malformed_file_is_reported_with_file_and_line(capsys: pytest.CaptureFix
     assert "test file error(s)" in out
 
 
+def test_a_test_file_that_is_not_utf8_is_named_not_a_traceback(capsys: pytest.CaptureFixture[str],
+                                                               tmp_path: Path) -> None:
+    (tmp_path / "a_latin1.yaml").write_bytes("tests:\n  - name: caf\u00e9\n".encode("latin-1"))
+    (tmp_path / "b_good.yaml").write_text(
+        f"tests:\n  - name: ok\n    request: {{method: GET, url: /v1/agents, claims: {ALICE}}}\n"
+        "    expect: {status: 200}\n")
+    code, out = run(capsys, str(tmp_path))
+    assert code == 1
+    assert f"{tmp_path / 'a_latin1.yaml'}: not UTF-8 text (invalid continuation byte at byte 20)" in out
+    assert "PASS ok (" in out and "1 test file error(s)" in out
+
+
 def test_a_bad_file_does_not_hide_good_ones(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     (tmp_path / "a_bad.yaml").write_text("tests:\n  - nam: x\n")
     (tmp_path / "b_good.yaml").write_text(

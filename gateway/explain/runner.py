@@ -43,7 +43,10 @@ def mint_claims_token(gw: Gateway, claims: dict[str, Any]) -> str:
 
 
 def build_scope(req: ExplainRequest, token: str | None) -> Scope:
-    parts = urlsplit(req.url)
+    try:
+        parts = urlsplit(req.url)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for http://[::1
+        raise UsageError(f"URL is malformed: {exc} (got {req.url[:200]!r})") from None
     if not parts.path.startswith("/") or parts.fragment:
         raise UsageError(f"URL must be a path such as /v1/agents?orgId=x (got {req.url!r})")
     headers = [(b"host", (parts.netloc or "gateway.explain").encode("idna"))]

@@ -17,7 +17,7 @@ from gateway.policy.compiled import CompiledPolicy, CompiledRoute, digest_of
 from gateway.policy.router import PathTemplate, RouteTable
 from gateway.policy.schema import MUTATING, Defaults, Limits, PolicyFile, RouteSpec, UpstreamSpec
 from gateway.policy.suggest import close_match, suggestion_for
-from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml
+from gateway.policy.yamlsrc import Loc, SourceFile, format_loc, load_yaml, read_text
 
 
 class LoadContext:
@@ -95,7 +95,9 @@ def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
         raise PolicyError([f"{d}: no *.yaml policy files"])
     out = []
     for p in files:
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p, errors)
+        if text is None:
+            continue
         src = load_yaml(str(p), text, env, errors)
         if src is not None:
             out.append((src, text))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -61,6 +62,18 @@ def expand(value: str, env: Mapping[str, str]) -> str:
         return got
 
     return _VAR.sub(sub, value)
+
+
+def read_text(path: Path, errors: list[str]) -> str | None:
+    """The file as UTF-8 text, or None with one line in `errors` naming the file (not UTF-8, or
+    unreadable): a policy or test file is edited by people, so no traceback for either."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        errors.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+    except OSError as exc:
+        errors.append(f"{path}: cannot read ({exc.strerror})")
+    return None
 
 
 def load_yaml(path: str, text: str, env: Mapping[str, str], errors: list[str]) -> SourceFile | None:

@@ -109,7 +109,8 @@ CASES: list[Any] = [
                  "routes.yaml:7 routes[0].methds: Extra inputs are not permitted (did you mean \"methods\"?)",
                  id="key_typo"),
     pytest.param({}, write("zz.yaml", b"routes: [\n"), "zz.yaml:2 (yaml)", id="yaml_syntax"),
-    pytest.param({}, write("zz.yaml", b"\xff\xfe not utf-8"), "not UTF-8", id="policy_not_utf8"),
+    pytest.param({}, write("zz.yaml", b"\xff\xfe not utf-8"), "zz.yaml: not UTF-8 text (invalid start byte at byte 0)",
+                 id="policy_not_utf8"),
     pytest.param({"GATEWAY_POLICY_DIR": "/nonexistent-policy-dir"}, None,
                  "/nonexistent-policy-dir: policy directory does not exist", id="policy_dir_missing"),
 ]

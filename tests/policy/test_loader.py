@@ -527,3 +527,14 @@ def test_undeclared_roles_default_to_the_token_contract(tmp_path: Path) -> None:
     errors = errors_of(tmp_path)
     assert len(errors) == 1 and 'unknown role \'ownr\' (did you mean "owner"?)' in errors[0], errors
     assert "['owner', 'admin', 'member', 'viewer']" in errors[0]
+
+
+def test_a_policy_file_that_is_not_utf8_is_named_with_the_others_problems(tmp_path: Path) -> None:
+    """Every reader of a policy (serve, check, routes, explain, diff, openapi) goes through the
+    loader: a file saved in another encoding is one error naming it, not a UnicodeDecodeError."""
+    d = write(tmp_path, gateway="version: 1\n", routes="routes: [1]\n")
+    (d / "zz.yaml").write_bytes(b"routes:\n  - id: caf\xe9\n")  # latin-1
+    with pytest.raises(PolicyError) as exc:
+        load_policy(d, {})
+    assert f"{d / 'zz.yaml'}: not UTF-8 text (invalid continuation byte at byte 19)" in exc.value.errors
+    assert len(exc.value.errors) > 1  # the other files were still read and checked
