@@ -82,3 +82,28 @@ def test_reload_under_load(tmp_path: Path) -> None:
     failed = [r for r in reloads if r["result"] == "failed"]
     assert ok and ok[0]["routes_added"] == ["extra.get"] and ok[0]["policy_before"] != ok[0]["policy_after"]
     assert failed and any("routes[" in e for e in failed[0]["errors"])
+
+
+def test_a_file_that_is_not_utf8_is_a_refused_reload_and_the_watcher_lives_on(tmp_path: Path) -> None:
+    """A policy file saved in another encoding raised UnicodeDecodeError in the reload: the file
+    watcher stopped ('policy watcher stopped') and nothing was audited. Now it is a refused reload
+    like any other invalid change, and the next good edit is still picked up."""
+    policy_dir = write_policy(tmp_path / "pol", gateway=POLICY)
+    audit = tmp_path / "audit.log"
+
+    def reloads(result: str) -> list[dict]:
+        records = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        return [r for r in records if r.get("event") == "policy.reload" and r["result"] == result]
+
+    with echo_upstream() as up, gateway(policy_dir, up.url, {"GATEWAY_AUDIT_LOG": str(audit)}) as gw:
+        bad = policy_dir / "zz.yaml"
+        bad.write_bytes(b"routes:\n  - id: caf\xe9\n")  # latin-1
+        assert wait_until(lambda: reloads("failed"), timeout=20), gw.log()[-2000:]
+        assert any("zz.yaml: not UTF-8 text" in e for e in reloads("failed")[0]["errors"])
+        assert httpx.get(f"{gw.url}/v1/echo").status_code == 200  # the last good policy serves
+        bad.unlink()
+        path = policy_dir / "gateway.yaml"
+        path.write_text(path.read_text() + EXTRA_ROUTE)
+        assert wait_until(lambda: httpx.get(f"{gw.url}/v1/extra").status_code == 200, timeout=20), gw.log()[-2000:]
+        log = gw.log()
+    assert "policy watcher stopped" not in log and "Traceback" not in log
