@@ -163,6 +163,14 @@ def _set_path(claims: dict[str, object], path: str, value: object) -> None:
 MAX_DEV_TTL = 7 * 24 * 3600
 
 
+def _not_blank(text: str) -> str:
+    # The gateway reads a blank sub or org claim as missing (claims.claim_text): such a token
+    # would be refused on every route, so it is not minted.
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be blank (the gateway reads a blank claim as missing)")
+    return text
+
+
 def _ttl(text: str) -> int:
     try:
         value = int(text)
@@ -212,8 +220,8 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", nargs="?")
     p.add_argument("--json", action="store_true")
     p = sub.add_parser("token", help="mint a development token (refused in production)")
-    p.add_argument("--sub", required=True)
-    p.add_argument("--org", required=True)
+    p.add_argument("--sub", required=True, type=_not_blank)
+    p.add_argument("--org", required=True, type=_not_blank)
     p.add_argument("--role", default="member", choices=["owner", "admin", "member", "viewer"])
     p.add_argument("--ttl", type=_ttl, default=3600, help="lifetime in seconds (1 to 7 days)")
     p = sub.add_parser("audit", help="audit log tools: `gateway audit verify FILE`")

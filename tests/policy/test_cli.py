@@ -156,6 +156,17 @@ def test_token_uses_the_configured_secret_role_issuer_and_audience() -> None:
     assert claims["org_role"] == "admin" and claims["exp"] - claims["iat"] == 60
 
 
+@pytest.mark.parametrize("args", [
+    pytest.param(["--sub", "", "--org", "o"], id="empty_sub"),
+    pytest.param(["--sub", "a", "--org", "  "], id="blank_org"),
+])
+def test_token_with_a_blank_sub_or_org_is_not_minted(args: list[str]) -> None:
+    """The gateway reads a blank claim as missing: such a token would be refused on every route."""
+    r = run("token", *args)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "must not be blank" in r.stderr and "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("env", [
     pytest.param({"GATEWAY_ENV": "production"}, id="no_secret"),
     pytest.param({"GATEWAY_ENV": "production", "GATEWAY_JWT_SECRET": STRONG}, id="with_strong_secret"),
