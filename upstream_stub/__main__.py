@@ -15,7 +15,7 @@ from collections.abc import Generator
 import uvicorn
 
 from upstream_stub.app import StartupError, create_app
-from upstream_stub.settings import UpstreamSettings
+from upstream_stub.settings import SettingsError, UpstreamSettings, load_settings
 
 
 def main() -> int:
@@ -27,7 +27,12 @@ def main() -> int:
         from upstream_stub.migrations import main as migrate_main
 
         return migrate_main(sys.argv[2:])
-    settings = UpstreamSettings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        for line in exc.problems:
+            print(f"upstream_stub: {line}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:

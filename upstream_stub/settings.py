@@ -6,9 +6,10 @@ Development defaults are marked `dev-only` and refused when `GATEWAY_ENV=product
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Copies of the gateway's values (the upstream imports nothing from the gateway; it is a separate
@@ -17,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEV_MARKER = "dev-only-"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # 32 bytes, so it is a valid AES-256 key; the text makes it obvious in any dump. Refused in production.
 DEV_ENCRYPTION_KEY = base64.b64encode(b"dev-only-upstream-aes-key-000000").decode()
@@ -63,6 +65,14 @@ class UpstreamSettings(BaseSettings):
     shutdown_grace: float = Field(default=10.0, ge=0, validation_alias=_env("UPSTREAM_SHUTDOWN_GRACE"))
     log_level: str = Field(default="info", validation_alias=_env("UPSTREAM_LOG_LEVEL"))
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     @property
     def production(self) -> bool:
         return self.env == "production"
@@ -102,6 +112,10 @@ class UpstreamSettings(BaseSettings):
         out: list[str] = []
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
             out.append("UPSTREAM_DATABASE_URL must be a postgresql:// URL (unset for the embedded SQLite file)")
+        if not self.database_url:
+            folder = Path(self.db_path).expanduser().parent
+            if not folder.is_dir():
+                out.append(f"UPSTREAM_DB: directory {folder} does not exist (the SQLite file is created there)")
         app_user = _user_of(self.database_url) if self.database_url else None
         if app_user and self.database_owner_url and app_user == _user_of(self.database_owner_url):
             out.append("UPSTREAM_DATABASE_URL must not use the owner role of UPSTREAM_DATABASE_OWNER_URL")
@@ -129,6 +143,29 @@ class UpstreamSettings(BaseSettings):
             if not value:
                 out.append(f"{name} must be set in production")
         return out
+
+
+class SettingsError(Exception):
+    """The environment cannot be read; `problems` are one line each, naming the variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_settings() -> UpstreamSettings:
+    """UpstreamSettings from the environment, or SettingsError naming each bad variable. The value
+    given is quoted back except for secrets, keys and URLs (a URL may carry a password)."""
+    try:
+        return UpstreamSettings()
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            quiet = any(word in name for word in ("SECRET", "KEY", "URL"))
+            lines.append(f"{name}: {msg}" + ("" if quiet else f" (got {err.get('input')!r})"))
+        raise SettingsError(lines) from None
 
 
 def _user_of(url: str) -> str | None:

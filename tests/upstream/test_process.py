@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.procs import free_port, wait_port
 from tests.upstream.identity import SECRET, user_headers
@@ -47,3 +48,52 @@ async def test_module_refuses_production_without_secrets(tmp_path: Path) -> None
     assert proc.returncode == 2
     for variable in ("GATEWAY_IDENTITY_SECRET", "UPSTREAM_ENCRYPTION_KEY", "UPSTREAM_STATE_SECRET"):
         assert variable.encode() in err
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    pytest.param("UPSTREAM_PORT", "abc", "UPSTREAM_PORT: Input should be a valid integer", id="port_not_a_number"),
+    pytest.param("UPSTREAM_PORT", "99999", "UPSTREAM_PORT: Input should be less than or equal to 65535",
+                 id="port_out_of_range"),
+    pytest.param("UPSTREAM_JOB_MAX_ATTEMPTS", "-1", "UPSTREAM_JOB_MAX_ATTEMPTS: Input should be greater than",
+                 id="attempts_negative"),
+    pytest.param("UPSTREAM_LOG_LEVEL", "loud", "UPSTREAM_LOG_LEVEL: must be one of critical, error, warning",
+                 id="log_level_unknown"),
+    pytest.param("UPSTREAM_DB", "/nonexistent-dir-for-test/up.db",
+                 "UPSTREAM_DB: directory /nonexistent-dir-for-test does not exist", id="db_directory_missing"),
+    pytest.param("UPSTREAM_DATABASE_POOL_SIZE", "s3cret-looking", "UPSTREAM_DATABASE_POOL_SIZE: Input should be",
+                 id="pool_size_not_a_number"),
+])
+async def test_a_malformed_variable_is_one_line_naming_it_not_a_traceback(
+        tmp_path: Path, variable: str, value: str, message: str) -> None:
+    """Each of these was a pydantic ValidationError or ValueError traceback, or (UPSTREAM_DB)
+    uvicorn's 'Application startup failed' after a sqlite traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UPSTREAM_", "KOMMO_", "GATEWAY_"))}
+    env.update(PYTHONPATH=str(REPO), UPSTREAM_PORT=str(free_port()), UPSTREAM_DB=str(tmp_path / "up.db"))
+    env[variable] = value
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "upstream_stub", cwd=tmp_path, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = (out + err).decode()
+    assert proc.returncode == 2, text
+    assert message in text and "Traceback" not in text
+
+
+def test_secrets_keys_and_urls_are_named_but_not_quoted_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Today every secret, key and URL variable is a plain string that cannot fail validation; should
+    one ever be typed, its value (a URL may carry a password) must still not reach the terminal."""
+    from pydantic import ValidationError
+
+    from upstream_stub import settings as mod
+
+    def invalid(**_: object) -> mod.UpstreamSettings:
+        raise ValidationError.from_exception_data("UpstreamSettings", [
+            {"type": "string_type", "loc": ("UPSTREAM_DATABASE_URL",), "input": "postgresql://u:hunter2@h/db"},
+            {"type": "string_type", "loc": ("UPSTREAM_STATE_SECRET",), "input": "s3cret-value"},
+            {"type": "int_parsing", "loc": ("UPSTREAM_PORT",), "input": "abc"}])
+    monkeypatch.setattr(mod, "UpstreamSettings", invalid)
+    with pytest.raises(mod.SettingsError) as exc:
+        mod.load_settings()
+    url, secret, port = exc.value.problems
+    assert url.startswith("UPSTREAM_DATABASE_URL: ") and "hunter2" not in url and "got" not in url
+    assert secret.startswith("UPSTREAM_STATE_SECRET: ") and "s3cret" not in secret
+    assert port.startswith("UPSTREAM_PORT: ") and port.endswith("(got 'abc')")
