@@ -165,7 +165,9 @@ async def test_sweeping_memory_storage_expires_and_sweeps_rarely() -> None:
     from gateway.ratelimit.backend import SweepingMemoryStorage
 
     s = SweepingMemoryStorage()
-    s.sweep_interval = 0.2
+    # Long enough that the 300 hits below fit in one interval however busy the machine (at 0.2 s
+    # a loaded CI run saw two sweeps); the second sweep is then brought forward by hand.
+    s.sweep_interval = 60.0
     sweeps = 0
     original = s._MemoryStorage__expire_events  # type: ignore[attr-defined]
 
@@ -183,7 +185,14 @@ async def test_sweeping_memory_storage_expires_and_sweeps_rarely() -> None:
     await asyncio.sleep(1.1)
     assert await s.get("counter") == 0  # expired on read, before any sweep
     assert (await s.get_moving_window("k1", 100, 1))[1] == 0
-    await s.acquire_entry("trigger", 100, 1)  # past the interval: schedules one sweep
+    await s.acquire_entry("trigger", 100, 1)  # within the interval: no sweep
     await asyncio.sleep(0.05)
+    assert sweeps == 1
+    s._next_sweep = 0.0  # the interval has passed
+    await s.acquire_entry("trigger", 100, 1)  # schedules one sweep
+    for _ in range(500):  # the sweep is a task, and yields between chunks: wait for it to finish
+        if sweeps == 2 and "k1" not in s.events and "counter" not in s.storage:
+            break
+        await asyncio.sleep(0.01)
     assert sweeps == 2
     assert "k1" not in s.events and "counter" not in s.storage
