@@ -178,6 +178,46 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert "gateway explain:" in err and "Traceback" not in err
 
 
+# What Python's argv decoding makes of a byte that is not UTF-8 (0xFF): a lone surrogate. explain
+# failed to encode these (a UnicodeEncodeError traceback); they now reach the pipeline as the bytes
+# given, and the stage that judges such bytes on the wire answers.
+RAW = "\udcff"
+
+
+@pytest.mark.parametrize(("argv", "status", "reason"), [
+    pytest.param(["GET", f"/v1/ag{RAW}ents"], 400, "request.bad_path", id="path"),
+    pytest.param(["POST", "/v1/agents", "--body", RAW], 400, "request.bad_json", id="body"),
+    pytest.param(["GET", f"/v1/agents?orgId={RAW}"], 400, "request.ambiguous", id="query_org"),
+])
+def test_bytes_that_are_not_utf8_are_judged_as_on_the_wire(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                          status: int, reason: str) -> None:
+    code, ex, out = run(capsys, *argv, "--claims", claims())
+    assert "Traceback" not in out
+    assert code == 1 and ex["status"] == status and ex["reason"] == reason, out
+
+
+def test_a_token_header_or_origin_that_is_not_utf8_is_explained(capsys: pytest.CaptureFixture[str]) -> None:
+    code, ex, out = run(capsys, "GET", "/v1/agents", "--token", f"a{RAW}b")
+    assert code == 1 and ex["status"] == 401 and ex["reason"] == "auth.malformed", out
+    code, ex, out = run(capsys, "GET", "/v1/agents?orgId=org-a", "-H", f"X-Note: {RAW}", "--origin", RAW,
+                        "--claims", claims())
+    assert code == 0 and ex["status"] == 200, out  # obs-text in a value is legal; the origin is not allowed
+    assert not any(name.lower() == "access-control-allow-origin" for name, _ in ex["response_headers"])
+    assert "not allowed" in stage(ex, "cors")["note"]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    pytest.param(["GET", "/v1/agents", "--client-ip", "not-an-ip"], "--client-ip must be an IPv4 or IPv6 address",
+                 id="client_ip"),
+    pytest.param(["GET", "http://a..b/v1/agents"], "URL host is not a valid name", id="host_label_empty"),
+])
+def test_explain_refuses_what_no_request_can_carry(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                   message: str) -> None:
+    assert explain_main(["--policy", POLICY, *argv, "--claims", claims()]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
 def test_claims_are_refused_in_production(capsys: pytest.CaptureFixture[str],
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_ENV", "production")

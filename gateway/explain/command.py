@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 
@@ -48,9 +49,13 @@ def request_from_args(args: argparse.Namespace) -> ExplainRequest:
             raise UsageError("--claims must be a JSON object")
     body = None
     if args.body is not None:
-        body = args.body.encode("utf-8")
+        body = args.body.encode("utf-8", "surrogateescape")  # bytes that are not UTF-8 pass as given
         if not any(k.lower() == "content-type" for k, _ in headers):
             headers.append(("Content-Type", "application/json"))
+    try:
+        ipaddress.ip_address(args.client_ip)
+    except ValueError:
+        raise UsageError(f"--client-ip must be an IPv4 or IPv6 address (got {args.client_ip[:60]!r})") from None
     return ExplainRequest(args.method, args.url, headers, body, args.token, claims, args.origin, args.client_ip)
 
 

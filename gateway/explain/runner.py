@@ -42,6 +42,13 @@ def mint_claims_token(gw: Gateway, claims: dict[str, Any]) -> str:
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+def _wire(text: str) -> bytes:
+    """What a client would put on the wire for `text` from the command line: UTF-8, and bytes that
+    were not UTF-8 (kept as surrogates when argv was decoded) exactly as given, so the pipeline
+    judges them as it would on the wire instead of explain failing to encode them."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def build_scope(req: ExplainRequest, token: str | None) -> Scope:
     try:
         parts = urlsplit(req.url)
@@ -49,19 +56,23 @@ def build_scope(req: ExplainRequest, token: str | None) -> Scope:
         raise UsageError(f"URL is malformed: {exc} (got {req.url[:200]!r})") from None
     if not parts.path.startswith("/") or parts.fragment:
         raise UsageError(f"URL must be a path such as /v1/agents?orgId=x (got {req.url!r})")
-    headers = [(b"host", (parts.netloc or "gateway.explain").encode("idna"))]
-    headers += [(k.strip().lower().encode("latin-1"), v.strip().encode("utf-8")) for k, v in req.headers]
+    try:
+        host = (parts.netloc or "gateway.explain").encode("idna")
+    except UnicodeError as exc:
+        raise UsageError(f"URL host is not a valid name: {exc} (got {parts.netloc[:200]!r})") from None
+    headers = [(b"host", host)]
+    headers += [(_wire(k.strip().lower()), _wire(v.strip())) for k, v in req.headers]
     names = {k for k, _ in headers}
     if req.origin is not None:
-        headers.append((b"origin", req.origin.encode("utf-8")))
+        headers.append((b"origin", _wire(req.origin)))
     if token is not None:
-        headers.append((b"authorization", b"Bearer " + token.encode("ascii")))
+        headers.append((b"authorization", b"Bearer " + _wire(token)))
     if req.body is not None and b"content-length" not in names and b"transfer-encoding" not in names:
         headers.append((b"content-length", str(len(req.body)).encode()))
-    raw_path = parts.path.encode("utf-8")
+    raw_path = _wire(parts.path)
     return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": req.method.upper(),
             "scheme": parts.scheme or "https", "path": unquote(parts.path), "raw_path": raw_path,
-            "query_string": parts.query.encode("utf-8"), "root_path": "", "headers": headers,
+            "query_string": _wire(parts.query), "root_path": "", "headers": headers,
             "client": (req.client_ip, 50000), "server": ("127.0.0.1", 8080)}
 
 
