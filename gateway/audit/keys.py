@@ -71,7 +71,10 @@ class AuditKeys:
                 kid, secret = "", entry
             elif not _KID.fullmatch(kid):
                 raise AuditKeyError(f"GATEWAY_AUDIT_KEY: entry {n}: key id must match [A-Za-z0-9._-]{{1,32}}")
-            raw = secret.encode()
+            try:
+                raw = secret.encode()
+            except UnicodeEncodeError:  # bytes that are not UTF-8 in the environment
+                raise AuditKeyError(f"GATEWAY_AUDIT_KEY: entry {n} is not UTF-8 text") from None
             if production and (len(raw) < MIN_KEY_BYTES or secret.startswith("dev-only-")):
                 raise AuditKeyError(f"GATEWAY_AUDIT_KEY: entry {n} is shorter than {MIN_KEY_BYTES} bytes "
                                     "or a development key; refused in production")
