@@ -164,7 +164,7 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", 
 
 
 def redis_url_problem(url: str) -> str | None:
-    from urllib.parse import urlsplit
+    from urllib.parse import parse_qs, urlsplit
 
     try:
         parts = urlsplit(url)
@@ -175,6 +175,12 @@ def redis_url_problem(url: str) -> str | None:
         return f"GATEWAY_REDIS_URL must start with redis:// or rediss:// (got {url.split(':', 1)[0]!r}:)"
     if "unix" not in parts.scheme and not parts.hostname:
         return "GATEWAY_REDIS_URL names no host"
+    # The database number, read as the Redis clients read it (the path, or ?db=): digits only, or
+    # `serve` would fail at start with what `check` had passed.
+    query_db = parse_qs(parts.query).get("db")
+    db = query_db[0] if query_db else ("" if "unix" in parts.scheme else parts.path.strip("/"))
+    if db and not (db.isascii() and db.isdigit() and len(db) <= 5):
+        return f"GATEWAY_REDIS_URL: the database number must be digits, e.g. /0 (got {db[:20]!r})"
     return None
 
 

@@ -97,6 +97,11 @@ CASES: list[Any] = [
                  id="env_misspelt"),
     pytest.param({"GATEWAY_REDIS_URL": "http://cache:6379"}, None, "GATEWAY_REDIS_URL must start with redis://",
                  id="redis_url_scheme"),
+    # check passed it, and serve then failed at start with a ValueError traceback (SELECT int('abc')).
+    pytest.param({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/abc"}, None,
+                 "GATEWAY_REDIS_URL: the database number must be digits, e.g. /0 (got 'abc')", id="redis_db_not_a_number"),
+    pytest.param({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0?db=one"}, None,
+                 "GATEWAY_REDIS_URL: the database number must be digits", id="redis_db_query_not_a_number"),
     pytest.param({"GATEWAY_TRUSTED_PROXIES": "10.0.0.300/8"}, None, "GATEWAY_TRUSTED_PROXIES",
                  id="trusted_proxy_not_a_cidr"),
     pytest.param({"GATEWAY_AUDIT_LOG": "/nonexistent-dir-for-test/audit.jsonl"}, None,
