@@ -183,25 +183,32 @@ def _load(directory: str, env: Mapping[str, str], production: bool) -> CompiledP
         raise PolicyError([f"{exc.filename or directory}: cannot read policy ({exc.strerror})"]) from None
 
 
+def _log_file_problem(name: str, target: str) -> str | None:
+    """A file the gateway appends to: its directory exists and is writable, and the path is not
+    a directory itself (that passed `check` and then failed every write)."""
+    path = Path(target).expanduser().resolve()
+    if path.is_dir():
+        return f"{name}: {path} is a directory; name a file in it"
+    if not path.parent.is_dir():
+        return f"{name}: directory {path.parent} does not exist"
+    if not os.access(path.parent, os.W_OK):
+        return f"{name}: directory {path.parent} is not writable"
+    return None
+
+
 def _audit_problem(settings: Settings) -> str | None:
     if not settings.audit_log:
         return None
-    parent = Path(settings.audit_log).expanduser().resolve().parent
-    if not parent.is_dir():
-        return f"GATEWAY_AUDIT_LOG: directory {parent} does not exist"
-    if not os.access(parent, os.W_OK):
-        return f"GATEWAY_AUDIT_LOG: directory {parent} is not writable"
-    return None
+    return (_log_file_problem("GATEWAY_AUDIT_LOG", settings.audit_log)
+            or (_log_file_problem("GATEWAY_AUDIT_CHECKPOINTS", settings.audit_checkpoints)
+                if settings.audit_checkpoints else None))
 
 
 def _access_log_problem(settings: Settings) -> str | None:
     target = getattr(settings, "access_log", None)
     if not target or target in ("stdout", "stderr", "off", "-"):
         return None
-    parent = Path(target).expanduser().resolve().parent
-    if not parent.is_dir():
-        return f"GATEWAY_ACCESS_LOG: directory {parent} does not exist"
-    return None
+    return _log_file_problem("GATEWAY_ACCESS_LOG", target)
 
 
 def _webhook_secret_problems(policy: CompiledPolicy, env: Mapping[str, str], settings: Settings) -> list[str]:

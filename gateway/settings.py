@@ -12,11 +12,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development-only secrets. Anything starting with this marker is refused in production.
 DEV_MARKER = "dev-only-"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32
@@ -85,16 +86,33 @@ class Settings(BaseSettings):
     audit_key: str | None = None
     # Signed checkpoints of the audit chain; default `<audit_log>.checkpoints`.
     audit_checkpoints: str | None = None
-    audit_checkpoint_interval: float = Field(default=30.0, gt=0)
+    audit_checkpoint_interval: float = Field(default=30.0, gt=0, le=86400, allow_inf_nan=False)
     # One JSON line per request: `stdout`, a file path, or `off`.
     access_log: str = "stdout"
     # Active upstream probe (admin /readyz detail, gateway_upstream_up; never readiness itself).
     upstream_probe_path: str = "/healthz"
-    upstream_probe_interval: float = Field(default=5.0, gt=0)
-    upstream_probe_timeout: float = Field(default=2.0, gt=0)
-    drain_delay: float = Field(default=5.0, ge=0)
-    grace_timeout: float = Field(default=30.0, ge=0)
+    # Durations are finite and bounded: `inf` passed `gt=0` and then failed `serve` at start
+    # (OverflowError in a timer or in uvicorn's graceful-shutdown timeout).
+    upstream_probe_interval: float = Field(default=5.0, gt=0, le=3600, allow_inf_nan=False)
+    upstream_probe_timeout: float = Field(default=2.0, gt=0, le=600, allow_inf_nan=False)
+    drain_delay: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
+    grace_timeout: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
     log_level: str = "info"
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("upstream_probe_path")
+    @classmethod
+    def _probe_path(cls, value: str) -> str:
+        if not value.startswith("/") or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+            raise ValueError("must be a path starting with / (visible ASCII, no spaces)")
+        return value
 
     @property
     def production(self) -> bool:

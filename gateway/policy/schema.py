@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -52,6 +53,19 @@ class UpstreamSpec(Strict):
     def _url(cls, v: str) -> str:
         if not (v.startswith("http://") or v.startswith("https://")):
             raise ValueError(f"upstream url must be http:// or https://, got {v!r}")
+        # What the upstream pool will connect to: a host, and a port it can dial (checked here, so
+        # `gateway check` refuses what `serve` would fail on).
+        try:
+            parts = urlsplit(v)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"upstream url is malformed ({exc}): {v!r}") from None
+        if not parts.hostname:
+            raise ValueError(f"upstream url names no host: {v!r}")
+        if port == 0:
+            raise ValueError(f"upstream url port must be 1-65535: {v!r}")
+        if parts.query or parts.fragment:
+            raise ValueError(f"upstream url takes no query or fragment: {v!r}")
         return v.rstrip("/")
 
 

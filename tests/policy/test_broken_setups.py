@@ -9,6 +9,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,29 @@ CASES: list[Any] = [
                  "GATEWAY_REDIS_URL: the database number must be digits, e.g. /0 (got 'abc')", id="redis_db_not_a_number"),
     pytest.param({"GATEWAY_REDIS_URL": "redis://127.0.0.1:6379/0?db=one"}, None,
                  "GATEWAY_REDIS_URL: the database number must be digits", id="redis_db_query_not_a_number"),
+    # Each of these passed check, and serve then failed at start (a traceback, or a file that
+    # every write failed on).
+    pytest.param({"GATEWAY_UPSTREAM_URL": "http://[::1"}, None, "upstream url is malformed (Invalid IPv6 URL)",
+                 id="upstream_url_malformed"),
+    pytest.param({"GATEWAY_UPSTREAM_URL": "http://"}, None, "upstream url names no host", id="upstream_url_no_host"),
+    pytest.param({"GATEWAY_UPSTREAM_URL": "http://127.0.0.1:0"}, None, "upstream url port must be 1-65535",
+                 id="upstream_url_port_zero"),
+    pytest.param({"GATEWAY_UPSTREAM_PROBE_INTERVAL": "inf"}, None,
+                 "GATEWAY_UPSTREAM_PROBE_INTERVAL: Input should be a finite number", id="probe_interval_inf"),
+    pytest.param({"GATEWAY_GRACE_TIMEOUT": "inf"}, None, "GATEWAY_GRACE_TIMEOUT: Input should be a finite number",
+                 id="grace_timeout_inf"),
+    pytest.param({"GATEWAY_LOG_LEVEL": "loud"}, None,
+                 "GATEWAY_LOG_LEVEL: must be one of critical, error, warning, info, debug", id="log_level_unknown"),
+    pytest.param({"GATEWAY_UPSTREAM_PROBE_PATH": "healthz"}, None,
+                 "GATEWAY_UPSTREAM_PROBE_PATH: must be a path starting with /", id="probe_path_relative"),
+    pytest.param(lambda: {"GATEWAY_ACCESS_LOG": tempfile.mkdtemp(prefix="gw-logdir-")}, None,
+                 "is a directory; name a file in it", id="access_log_a_directory"),
+    pytest.param(lambda: {"GATEWAY_AUDIT_LOG": tempfile.mkdtemp(prefix="gw-logdir-")}, None,
+                 "is a directory; name a file in it", id="audit_log_a_directory"),
+    pytest.param(lambda: {"GATEWAY_AUDIT_LOG": tempfile.mkdtemp(prefix="gw-logdir-") + "/audit.log",
+                          "GATEWAY_AUDIT_CHECKPOINTS": "/nonexistent-dir-for-test/audit.checkpoints"}, None,
+                 "GATEWAY_AUDIT_CHECKPOINTS: directory /nonexistent-dir-for-test does not exist",
+                 id="checkpoints_dir_missing"),
     pytest.param({"GATEWAY_TRUSTED_PROXIES": "10.0.0.300/8"}, None, "GATEWAY_TRUSTED_PROXIES",
                  id="trusted_proxy_not_a_cidr"),
     pytest.param({"GATEWAY_AUDIT_LOG": "/nonexistent-dir-for-test/audit.jsonl"}, None,
