@@ -6,6 +6,7 @@ Development defaults are marked as such and refused when `GATEWAY_ENV=production
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development-only secrets. Anything starting with this marker is refused in production.
 DEV_MARKER = "dev-only-"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32
@@ -98,6 +100,21 @@ class Settings(BaseSettings):
     drain_delay: float = Field(default=5.0, ge=0, le=3600, allow_inf_nan=False)
     grace_timeout: float = Field(default=30.0, ge=0, le=3600, allow_inf_nan=False)
     log_level: str = "info"
+
+    @field_validator("host", "admin_host")
+    @classmethod
+    def _listen_host(cls, value: str) -> str:
+        # An address, or a name as DNS writes it (check resolves nothing): "not a host" and
+        # 256.1.1.1 passed check and were refused by serve only.
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        labels = value.rstrip(".").split(".")
+        if len(value) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+            raise ValueError("must be an IP address or a host name")
+        return value
 
     @field_validator("log_level")
     @classmethod

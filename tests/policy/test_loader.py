@@ -538,3 +538,17 @@ def test_a_policy_file_that_is_not_utf8_is_named_with_the_others_problems(tmp_pa
         load_policy(d, {})
     assert f"{d / 'zz.yaml'}: not UTF-8 text (invalid continuation byte at byte 19)" in exc.value.errors
     assert len(exc.value.errors) > 1  # the other files were still read and checked
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gateway.internal",
+                                  "gw-1.prod.example.com."])
+def test_listen_hosts_that_are_addresses_or_names_are_accepted(host: str) -> None:
+    assert Settings(host=host, admin_host=host).host == host
+
+
+@pytest.mark.parametrize("host", ["not a host", "256.1.1.1", "-bad.example", "a..b", "", "x" * 64 + ".example"])
+def test_listen_hosts_that_cannot_be_bound_are_refused_before_serve(host: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must be an IP address or a host name"):
+        Settings(host=host)
