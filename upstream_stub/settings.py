@@ -45,7 +45,8 @@ class UpstreamSettings(BaseSettings):
     database_owner_url: str | None = Field(default=None, validation_alias=_env("UPSTREAM_DATABASE_OWNER_URL"))
     db_pool_size: int = Field(default=10, ge=1, le=100, validation_alias=_env("UPSTREAM_DATABASE_POOL_SIZE"))
     identity_secret: str | None = Field(default=None, validation_alias=_env("GATEWAY_IDENTITY_SECRET"))
-    identity_audience: str = Field(default="upstream", validation_alias=_env("UPSTREAM_IDENTITY_AUDIENCE"))
+    identity_audience: str = Field(default="upstream", min_length=1,
+                                   validation_alias=_env("UPSTREAM_IDENTITY_AUDIENCE"))
     encryption_key: str | None = Field(default=None, validation_alias=_env("UPSTREAM_ENCRYPTION_KEY"))
     encryption_keys: str | None = Field(default=None, validation_alias=_env("UPSTREAM_ENCRYPTION_KEYS"))
     state_secret: str | None = Field(default=None, validation_alias=_env("UPSTREAM_STATE_SECRET"))
@@ -57,12 +58,19 @@ class UpstreamSettings(BaseSettings):
     worker_enabled: bool = Field(default=True, validation_alias=_env("UPSTREAM_WORKER_ENABLED"))
     worker_concurrency: int = Field(
         default=2, ge=1, le=16, validation_alias=_env("UPSTREAM_WORKER_CONCURRENCY"))
-    job_lease_seconds: float = Field(default=30.0, gt=0, validation_alias=_env("UPSTREAM_JOB_LEASE_SECONDS"))
+    # Durations are finite and bounded: `inf` passed `gt=0` (UPSTREAM_SHUTDOWN_GRACE=inf was an
+    # OverflowError at start; an infinite lease would never hand a crashed worker's job on).
+    job_lease_seconds: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False,
+                                     validation_alias=_env("UPSTREAM_JOB_LEASE_SECONDS"))
     job_max_attempts: int = Field(default=5, ge=1, le=50, validation_alias=_env("UPSTREAM_JOB_MAX_ATTEMPTS"))
-    job_backoff_base: float = Field(default=2.0, ge=0, validation_alias=_env("UPSTREAM_JOB_BACKOFF_BASE"))
-    job_backoff_max: float = Field(default=300.0, ge=0, validation_alias=_env("UPSTREAM_JOB_BACKOFF_MAX"))
-    job_poll_seconds: float = Field(default=0.5, gt=0, validation_alias=_env("UPSTREAM_JOB_POLL_SECONDS"))
-    shutdown_grace: float = Field(default=10.0, ge=0, validation_alias=_env("UPSTREAM_SHUTDOWN_GRACE"))
+    job_backoff_base: float = Field(default=2.0, ge=0, le=3600, allow_inf_nan=False,
+                                    validation_alias=_env("UPSTREAM_JOB_BACKOFF_BASE"))
+    job_backoff_max: float = Field(default=300.0, ge=0, le=86400, allow_inf_nan=False,
+                                   validation_alias=_env("UPSTREAM_JOB_BACKOFF_MAX"))
+    job_poll_seconds: float = Field(default=0.5, gt=0, le=60, allow_inf_nan=False,
+                                    validation_alias=_env("UPSTREAM_JOB_POLL_SECONDS"))
+    shutdown_grace: float = Field(default=10.0, ge=0, le=3600, allow_inf_nan=False,
+                                  validation_alias=_env("UPSTREAM_SHUTDOWN_GRACE"))
     log_level: str = Field(default="info", validation_alias=_env("UPSTREAM_LOG_LEVEL"))
 
     @field_validator("log_level")

@@ -62,6 +62,12 @@ async def test_module_refuses_production_without_secrets(tmp_path: Path) -> None
                  "UPSTREAM_DB: directory /nonexistent-dir-for-test does not exist", id="db_directory_missing"),
     pytest.param("UPSTREAM_DATABASE_POOL_SIZE", "s3cret-looking", "UPSTREAM_DATABASE_POOL_SIZE: Input should be",
                  id="pool_size_not_a_number"),
+    pytest.param("UPSTREAM_SHUTDOWN_GRACE", "inf", "UPSTREAM_SHUTDOWN_GRACE: Input should be a finite number",
+                 id="grace_infinite"),  # an OverflowError traceback at start
+    pytest.param("UPSTREAM_JOB_LEASE_SECONDS", "inf", "UPSTREAM_JOB_LEASE_SECONDS: Input should be a finite number",
+                 id="lease_infinite"),  # started: a crashed worker's job would never be handed on
+    pytest.param("UPSTREAM_IDENTITY_AUDIENCE", "", "UPSTREAM_IDENTITY_AUDIENCE: String should have at least 1",
+                 id="audience_empty"),  # started, and refused every request's identity (aud mismatch)
 ])
 async def test_a_malformed_variable_is_one_line_naming_it_not_a_traceback(
         tmp_path: Path, variable: str, value: str, message: str) -> None:
