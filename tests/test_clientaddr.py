@@ -9,7 +9,8 @@ import pytest
 from gateway.clientaddr import CidrSet, TrustedProxies, parse_address
 from gateway.pipeline.clientaddr import ClientAddressStage
 
-PROXIES = TrustedProxies(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"])
+PROXY_CIDRS = ["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"]
+PROXIES = TrustedProxies(PROXY_CIDRS)
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,9 @@ PROXIES = TrustedProxies(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"])
     ],
 )
 def test_client_ip(peer: str, xff: list[bytes], expected: str) -> None:
-    assert PROXIES.client_ip(peer, xff) == expected
+    # A fresh instance: its lookup cache holds no answer computed before this test (under mutmut
+    # a module-level instance's cache, filled by the clean run, would answer for the mutant).
+    assert TrustedProxies(PROXY_CIDRS).client_ip(peer, xff) == expected
 
 
 def test_no_trusted_proxies_ignores_header() -> None:
@@ -105,10 +108,16 @@ def test_from_env_refuses_malformed() -> None:
         pytest.param("[::1]", "::1", id="bracketed_v6"),
         pytest.param("[::1", None, id="unclosed_bracket"),
         pytest.param("[::1]x", None, id="junk_after_bracket"),
+        # The first ']' closes the address: '::1%]' (a scope id of ']') is not looked for further right.
+        pytest.param("[::1%]]", None, id="second_closing_bracket"),
         pytest.param("[::1]x80", None, id="junk_before_port_after_bracket"),
         pytest.param("[::1]:", None, id="bracketed_empty_port"),
         pytest.param("[::1]:x4", None, id="bracketed_port_not_digits"),
         pytest.param("[::1]:8", "::1", id="bracketed_one_digit_port"),
+        pytest.param("1.2.3.4:80", "1.2.3.4", id="v4_with_port"),
+        pytest.param("1.2.3.4:8", "1.2.3.4", id="v4_with_one_digit_port"),
+        pytest.param("::1", "::1", id="v6_two_colons_not_a_port"),
+        pytest.param("2001:DB8::1", "2001:db8::1", id="v6_unbracketed"),
         pytest.param("1.2.3.4:", None, id="empty_port"),
         # A header decoded as latin-1 can carry '²' (0xB2): a digit to str.isdigit(), not a port.
         pytest.param("1.2.3.4:\u00b2", None, id="superscript_port"),
@@ -132,12 +141,13 @@ def test_cidr_set_membership() -> None:
 
 
 def test_is_trusted() -> None:
-    assert PROXIES.is_trusted("10.1.2.3")
-    assert PROXIES.is_trusted("::ffff:10.1.2.3")
-    assert PROXIES.is_trusted("192.168.1.1")
-    assert not PROXIES.is_trusted("192.168.1.2")
-    assert not PROXIES.is_trusted("203.0.113.9")
-    assert not PROXIES.is_trusted("garbage")
+    proxies = TrustedProxies(PROXY_CIDRS)  # fresh: nothing cached from an earlier test
+    assert proxies.is_trusted("10.1.2.3")
+    assert proxies.is_trusted("::ffff:10.1.2.3")
+    assert proxies.is_trusted("192.168.1.1")
+    assert not proxies.is_trusted("192.168.1.2")
+    assert not proxies.is_trusted("203.0.113.9")
+    assert not proxies.is_trusted("garbage")
     assert not TrustedProxies([]).is_trusted("10.1.2.3")
 
 
