@@ -132,7 +132,9 @@ class TrustedProxies:
         Several header lines are one comma-separated list, in order (RFC 9110 §5.3).
         """
         lookup = self._set.classify
-        current, trusted = lookup(peer) if self._set else (None, False)
+        # Also with no proxies configured: the peer comes back normalised (`::ffff:1.2.3.4` as
+        # 1.2.3.4), as it does when the peer is simply not one of the proxies.
+        current, trusted = lookup(peer)
         if not trusted:
             # An untrusted peer's headers change nothing (it could have written them itself).
             return current or peer

@@ -65,6 +65,14 @@ def test_no_trusted_proxies_ignores_header() -> None:
     assert proxies.client_ip("10.0.0.1", [b"1.2.3.4"]) == "10.0.0.1"
 
 
+def test_the_peer_comes_back_normalised_with_or_without_proxies() -> None:
+    """One spelling of one client: an IPv4-mapped peer is unmapped whether no proxy is configured
+    or the peer is simply not one of them (it was returned as given in the first case)."""
+    for cidrs in ([], PROXY_CIDRS):
+        assert TrustedProxies(cidrs).client_ip("::ffff:203.0.113.9", [b"1.2.3.4"]) == "203.0.113.9"
+        assert TrustedProxies(cidrs).client_ip("2001:DB8::9", []) == "2001:db8::9"
+
+
 def test_repeated_calls_give_same_answer() -> None:
     # The per-instance cache must not change answers (nor leak across instances).
     other = TrustedProxies(["198.51.100.0/24"])
