@@ -198,24 +198,24 @@ _REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster", 
                   "rediss+sentinel", "redis+unix")
 
 
-def redis_url_problem(url: str) -> str | None:
+def redis_url_problem(url: str, name: str = "GATEWAY_REDIS_URL") -> str | None:
     from urllib.parse import parse_qs, urlsplit
 
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        return f"GATEWAY_REDIS_URL is not a valid URL ({exc})"
+        return f"{name} is not a valid URL ({exc})"
     if parts.scheme not in _REDIS_SCHEMES:
-        return f"GATEWAY_REDIS_URL must start with redis:// or rediss:// (got {url.split(':', 1)[0]!r}:)"
+        return f"{name} must start with redis:// or rediss:// (got {url.split(':', 1)[0]!r}:)"
     if "unix" not in parts.scheme and not parts.hostname:
-        return "GATEWAY_REDIS_URL names no host"
+        return f"{name} names no host"
     # The database number, read as the Redis clients read it (the path, or ?db=): digits only, or
     # `serve` would fail at start with what `check` had passed.
     query_db = parse_qs(parts.query).get("db")
     db = query_db[0] if query_db else ("" if "unix" in parts.scheme else parts.path.strip("/"))
     if db and not (db.isascii() and db.isdigit() and len(db) <= 5):
-        return f"GATEWAY_REDIS_URL: the database number must be digits, e.g. /0 (got {db[:20]!r})"
+        return f"{name}: the database number must be digits, e.g. /0 (got {db[:20]!r})"
     return None
 
 

@@ -291,6 +291,13 @@ def audit_verify_main(argv: list[str]) -> int:
         if args.checkpoints and not os.path.exists(cp_path):
             raise FileNotFoundError(f"{cp_path}: no such file")
         if args.redis:
+            # The gateway's own rules: redis-py alone reads a malformed database ('/abc') as db 0,
+            # so a typo would verify against no checkpoints and say OK.
+            from gateway.settings import redis_url_problem
+
+            if problem := redis_url_problem(args.redis, "--redis"):
+                print(f"gateway audit verify: {problem}", file=sys.stderr)
+                return 2
             cp_lines += read_redis_checkpoints(args.redis, os.path.basename(files[-1]))
         result = verify_files(paths, keys, checkpoints=cp_lines, log_name=os.path.basename(files[-1]),
                               require_genesis=args.from_genesis, strict=args.strict)

@@ -191,6 +191,20 @@ async def test_redis_copy_catches_a_cut_checkpoint_file(tmp_path: Path, capsys: 
         assert "tail truncated: checkpoint #2" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    # redis-py alone reads '/abc' as database 0: the check against the copies would say OK.
+    pytest.param("redis://127.0.0.1:6379/abc", "--redis: the database number must be digits", id="db_not_a_number"),
+    pytest.param("http://127.0.0.1:6379/0", "--redis must start with redis:// or rediss://", id="scheme"),
+])
+def test_a_malformed_redis_url_is_refused_not_read_as_another_database(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str, message: str) -> None:
+    path = tmp_path / "audit.log"
+    path.write_bytes(b"")
+    assert audit_verify_main(["--redis", url, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "OK" not in err
+
+
 async def test_redis_down_does_not_stop_the_audit(tmp_path: Path) -> None:
     path = tmp_path / "audit.log"
     log = await write_records(path, 3, keys=KEYS, redis_url="redis://127.0.0.1:9/0")
