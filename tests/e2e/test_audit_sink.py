@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.gateway_proc import echo_upstream, gateway, write_policy
+from tests.support.gateway_proc import echo_upstream, gateway, metric, wait_until, write_policy
 
 POLICY = """
     upstream: {{url: "${{GATEWAY_UPSTREAM_URL}}"}}
@@ -21,9 +21,20 @@ POLICY = """
 @pytest.mark.parametrize("mode,post_status", [("refuse", 503), ("continue", 200)])
 def test_failing_audit_sink(tmp_path: Path, mode: str, post_status: int) -> None:
     policy = write_policy(tmp_path / "pol", gateway=POLICY.format(mode=mode))
-    unwritable = tmp_path / "is-a-directory"
-    unwritable.mkdir()  # opening a directory as the audit file fails: the sink is broken
-    with echo_upstream() as up, gateway(policy, up.url, {"GATEWAY_AUDIT_LOG": str(unwritable)}) as gw:
+    audit = tmp_path / "audit.log"
+    with echo_upstream() as up, gateway(policy, up.url, {"GATEWAY_AUDIT_LOG": str(audit)}) as gw:
+        # The sink breaks while the gateway runs: the file is replaced by a directory, which the
+        # sink (it reopens a file rotated away) cannot open. A directory given at start is refused
+        # by check and serve, so the breakage has to come later.
+        assert wait_until(audit.exists, timeout=20)
+        audit.unlink()
+        audit.mkdir()
+
+        def sink_failed() -> bool:  # a refused request is audited: its write meets the directory
+            httpx.get(f"{gw.url}/v1/no-such-route")
+            return metric(gw, "gateway_audit_failures_total") > 0
+
+        assert wait_until(sink_failed, timeout=20, interval=0.2)
         assert httpx.get(f"{gw.url}/v1/echo").status_code == 200
         r = httpx.post(f"{gw.url}/v1/echo", content=b"x")
         assert r.status_code == post_status, r.text
