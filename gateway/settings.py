@@ -210,10 +210,11 @@ def redis_url_problem(url: str, name: str = "GATEWAY_REDIS_URL") -> str | None:
         return f"{name} must start with redis:// or rediss:// (got {url.split(':', 1)[0]!r}:)"
     if "unix" not in parts.scheme and not parts.hostname:
         return f"{name} names no host"
-    # The database number, read as the Redis clients read it (the path, or ?db=): digits only, or
-    # `serve` would fail at start with what `check` had passed.
+    # The database number, read as the Redis clients read it (?db=, else the path of a plain
+    # redis:// or rediss:// URL; a sentinel URL's path names the service): digits only, or `serve`
+    # would fail at start with what `check` had passed.
     query_db = parse_qs(parts.query).get("db")
-    db = query_db[0] if query_db else ("" if "unix" in parts.scheme else parts.path.strip("/"))
+    db = query_db[0] if query_db else (parts.path.strip("/") if parts.scheme in ("redis", "rediss") else "")
     if db and not (db.isascii() and db.isdigit() and len(db) <= 5):
         return f"{name}: the database number must be digits, e.g. /0 (got {db[:20]!r})"
     return None

@@ -552,3 +552,21 @@ def test_listen_hosts_that_cannot_be_bound_are_refused_before_serve(host: str) -
 
     with pytest.raises(ValidationError, match="must be an IP address or a host name"):
         Settings(host=host)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://cache:6379/0", None),
+    ("rediss://cache:6380/15", None),
+    ("redis://cache:6379", None),
+    ("unix:///run/redis.sock?db=2", None),
+    # A sentinel URL's path names the service, not a database.
+    ("redis+sentinel://sentinel:26379/mymaster", None),
+    ("redis://cache:6379/abc", "the database number must be digits"),
+    ("redis://cache:6379/0?db=one", "the database number must be digits"),
+    ("redis+sentinel://sentinel:26379/mymaster?db=x", "the database number must be digits"),
+])
+def test_redis_url_database_numbers(url: str, problem: str | None) -> None:
+    from gateway.settings import redis_url_problem
+
+    found = redis_url_problem(url)
+    assert (found is None) if problem is None else (found is not None and problem in found), found
