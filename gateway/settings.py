@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Development-only secrets. Anything starting with this marker is refused in production.
 DEV_MARKER = "dev-only-"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")  # "_": container names
 DEV_JWT_SECRET = "dev-only-jwt-secret-change-me-0123456789abcdef"
 DEV_IDENTITY_SECRET = "dev-only-identity-secret-change-me-0123456789"
 MIN_SECRET_BYTES = 32

@@ -540,7 +540,7 @@ def test_a_policy_file_that_is_not_utf8_is_named_with_the_others_problems(tmp_pa
     assert len(exc.value.errors) > 1  # the other files were still read and checked
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gateway.internal",
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gateway.internal", "edge_gw",
                                   "gw-1.prod.example.com."])
 def test_listen_hosts_that_are_addresses_or_names_are_accepted(host: str) -> None:
     assert Settings(host=host, admin_host=host).host == host
