@@ -94,13 +94,19 @@ def read_sources(policy_dir: str | os.PathLike[str], env: Mapping[str, str],
     if not files:
         raise PolicyError([f"{d}: no *.yaml policy files"])
     out = []
+    unreadable = False
     for p in files:
         text = read_text(p, errors)
         if text is None:
+            unreadable = True
             continue
         src = load_yaml(str(p), text, env, errors)
         if src is not None:
             out.append((src, text))
+    if unreadable:
+        # Fatal for every reader: a policy read without one of its files (the document generator
+        # and `diff` read sources directly) would be a different policy, silently.
+        raise PolicyError(list(errors))
     return out
 
 

@@ -532,12 +532,23 @@ def test_undeclared_roles_default_to_the_token_contract(tmp_path: Path) -> None:
 def test_a_policy_file_that_is_not_utf8_is_named_with_the_others_problems(tmp_path: Path) -> None:
     """Every reader of a policy (serve, check, routes, explain, diff, openapi) goes through the
     loader: a file saved in another encoding is one error naming it, not a UnicodeDecodeError."""
-    d = write(tmp_path, gateway="version: 1\n", routes="routes: [1]\n")
+    d = write(tmp_path, gateway="version: 1\n", routes="routes: [\n")
     (d / "zz.yaml").write_bytes(b"routes:\n  - id: caf\xe9\n")  # latin-1
     with pytest.raises(PolicyError) as exc:
         load_policy(d, {})
     assert f"{d / 'zz.yaml'}: not UTF-8 text (invalid continuation byte at byte 19)" in exc.value.errors
-    assert len(exc.value.errors) > 1  # the other files were still read and checked
+    assert any("routes.yaml" in e for e in exc.value.errors)  # the other files were still read
+
+
+def test_the_document_generator_does_not_read_a_policy_without_its_unreadable_file(tmp_path: Path) -> None:
+    """read_routes reads sources without compiling; skipping the file would have generated a
+    document without that file's routes, silently."""
+    from gateway.openapi.generate import read_routes
+
+    d = write(tmp_path, gateway="version: 1\n", routes="routes: []\n")
+    (d / "zz.yaml").write_bytes(b"routes:\n  - id: caf\xe9\n")
+    with pytest.raises(PolicyError, match="zz.yaml: not UTF-8 text"):
+        read_routes(d)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "gateway.internal", "edge_gw",
