@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     @field_validator("upstream_probe_path")
     @classmethod
     def _probe_path(cls, value: str) -> str:
-        if not value.startswith("/") or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in value):
+        if not value.startswith("/") or any(not 0x21 <= ord(c) <= 0x7E for c in value):
             raise ValueError("must be a path starting with / (visible ASCII, no spaces)")
         return value
 

@@ -11,6 +11,8 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl
 
+from upstream_stub.web import ascii_digits
+
 MAX_FIELDS = 2000
 MAX_DEPTH = 8
 MAX_KEY = 256
@@ -36,8 +38,7 @@ def _listify(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     items = {k: _listify(v) for k, v in node.items()}
-    # ASCII digits only: str.isdigit() is also true of '²' and '٣', which int() refuses or reads.
-    if items and all(k.isascii() and k.isdigit() and len(k) <= 9 for k in items):
+    if items and all(ascii_digits(k, 9) for k in items):
         return [items[k] for k in sorted(items, key=int)]
     return items
 

@@ -28,6 +28,7 @@ from gateway.openapi.document import BUILTIN
 from gateway.policy.loader import read_sources
 from gateway.policy.schema import MUTATING, ApiSpec, RouteSpec
 from gateway.reasons import BY_ID, reasons_for
+from gateway.webhooks.verifiers import KommoRevokedVerifier
 
 PROBLEM = "GatewayProblem"
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -142,19 +143,21 @@ def _kinds(spec: RouteSpec, method: str, has_json_body: bool, has_params: bool, 
     return kinds
 
 
-# What the kommo_revoked verifier reads (gateway/webhooks/verifiers.py): each exactly once, or 401.
+# The schema and description of each parameter the kommo_revoked verifier reads
+# (KommoRevokedVerifier.QUERY: a name it reads without an entry here fails generation loudly).
 # The upstream's declaration of a name is kept (its schema may be stricter) and made required.
-_REVOKED_QUERY = (
-    ("client_uuid", {"type": "string", "minLength": 1, "maxLength": 256},
-     "The integration's client id: the gateway's `client_id_env` value."),
-    ("account_id", {"type": "string", "minLength": 1, "maxLength": 256}, "The Kommo account whose access was revoked."),
-    ("signature", {"type": "string", "minLength": 1, "maxLength": 128},
-     "Hex HMAC-SHA256 of `<client_uuid>|<account_id>` with the integration's client secret."),
-)
+_REVOKED_QUERY = {
+    "client_uuid": ({"type": "string", "minLength": 1, "maxLength": 256},
+                    "The integration's client id: the gateway's `client_id_env` value."),
+    "account_id": ({"type": "string", "minLength": 1, "maxLength": 256}, "The Kommo account whose access was revoked."),
+    "signature": ({"type": "string", "minLength": 1, "maxLength": 128},
+                  "Hex HMAC-SHA256 of `<client_uuid>|<account_id>` with the integration's client secret."),
+}
 
 
 def _declare_revoked_query(params: list[dict[str, Any]]) -> None:
-    for name, schema, text in _REVOKED_QUERY:
+    for name in KommoRevokedVerifier.QUERY:
+        schema, text = _REVOKED_QUERY[name]
         mine = next((p for p in params if p.get("in") == "query" and p.get("name") == name), None)
         if mine is None:
             mine = {"name": name, "in": "query", "schema": dict(schema)}

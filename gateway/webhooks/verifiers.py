@@ -205,6 +205,8 @@ class KommoRevokedVerifier:
     """Kommo access-revoked GET: `client_uuid`, `account_id`, `signature` in the query."""
 
     scheme = "kommo_revoked"
+    # Each exactly once, or 401; the OpenAPI generator declares these (gateway/openapi/generate.py).
+    QUERY = ("client_uuid", "account_id", "signature")
     __slots__ = ("_client_id", "_secret", "variable")
 
     def __init__(self, client_id: str, client_secret: str, variable: str) -> None:
@@ -215,7 +217,7 @@ class KommoRevokedVerifier:
     def verify(
         self, *, path_params: dict[str, str], headers: Headers, query: str, body: bytes, now: float
     ) -> str | None:
-        wanted: dict[str, list[str]] = {"client_uuid": [], "account_id": [], "signature": []}
+        wanted: dict[str, list[str]] = {name: [] for name in self.QUERY}
         try:
             pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=32)
         except ValueError:
